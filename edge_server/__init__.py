@@ -1,0 +1,64 @@
+"""edge-server: run quantized language models on a phone or a Pi and serve them over HTTP."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from flask import Flask, g, request
+
+from .backends import BackendRegistry, build_registry
+from .catalog import Catalog
+from .chats import ChatStore
+from .errors import register_error_handlers
+from .generation import Generator
+from .runtime import ModelManager
+from .settings import Settings, build_settings
+from .store import ModelStore
+
+__version__ = "0.1.0"
+log = logging.getLogger("edge_server.http")
+
+
+@dataclass
+class EdgeServer:
+    """Everything one app owns; reached through app.extensions["edge_server"]."""
+    settings: Settings
+    catalog: Catalog
+    store: ModelStore
+    manager: ModelManager
+    chats: ChatStore
+    generator: Generator
+
+
+def create_app(config: Settings | dict | None = None, registry: BackendRegistry | None = None) -> Flask:
+    """Build the app: settings from defaults < EDGE_* environment < `config`."""
+    settings = config if isinstance(config, Settings) else build_settings(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+
+    catalog = Catalog.load(settings.data_dir / "models.json")
+    store = ModelStore(settings)
+    manager = ModelManager(settings, catalog, store, registry or build_registry(settings.full))
+    chats = ChatStore(settings.chats_dir)
+    app.extensions["edge_server"] = EdgeServer(settings, catalog, store, manager, chats,
+                                               Generator(settings, manager, chats))
+
+    register_error_handlers(app)
+    from .api import chat, generate, model
+
+    for module in (model, generate, chat):
+        app.register_blueprint(module.bp)
+
+    @app.before_request
+    def _start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _log_request(response):
+        took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, took)
+        return response
+
+    return app

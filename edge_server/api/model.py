@@ -1,0 +1,57 @@
+"""/model/*: catalog, lifecycle and status of models."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from . import edge
+from .validation import field, json_body, model_name
+
+bp = Blueprint("model", __name__, url_prefix="/model")
+
+
+@bp.post("/launch")
+def launch():
+    body = json_body()
+    name = model_name(body)
+    n_ctx = field(body, "n_ctx", int, None)
+    edge().manager.launch(name, n_ctx)
+    return jsonify(None)
+
+
+@bp.delete("/kill")
+def kill():
+    edge().manager.kill(model_name(json_body()))
+    return jsonify(None)
+
+
+@bp.delete("/delete")
+def delete():
+    name = model_name(json_body())
+    app = edge()
+    app.manager.delete(name)
+    app.chats.delete_model(name)
+    return jsonify(None)
+
+
+@bp.get("/getactive")
+def getactive():
+    return jsonify(edge().manager.active())
+
+
+@bp.get("/getavailabletodownload")
+def available():
+    app = edge()
+    return jsonify(app.catalog.names(app.settings.full))
+
+
+@bp.route("/ismodelheavy", methods=["GET", "POST"])
+def ismodelheavy():
+    body = json_body() if request.method == "POST" or not request.args else dict(request.args)
+    return jsonify({"is_heavy": edge().catalog.get(model_name(body)).heavy})
+
+
+@bp.get("/status")
+def status():
+    return jsonify(edge().manager.status(model_name(dict(request.args))))
+
+

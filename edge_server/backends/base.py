@@ -1,0 +1,53 @@
+"""The small protocol every engine implements; nothing here knows about HTTP."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+TEXT, VISION, IMAGE_OUT = "text", "vision", "image-out"
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_new_tokens: int = 512  # tokens to generate at most
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    seed: int | None = None  # None: a fresh random seed per request
+    stop: tuple[str, ...] = ()  # strings that end the answer (not included in it)
+
+
+@dataclass
+class Prepared:
+    """A chat rendered for one engine: what it will evaluate, and how many tokens that is."""
+    n_tokens: int
+    payload: Any  # engine-specific (token ids, prompt text, ...)
+    stop: tuple[str, ...] = ()  # stop strings the prompt format itself needs
+    images: list = field(default_factory=list)
+
+
+class LoadedModel(Protocol):
+    n_ctx: int  # context in tokens, prompt and answer together
+    capabilities: frozenset[str]  # TEXT, VISION, IMAGE_OUT
+
+    def prepare(self, messages: list[dict], images: list | None = None) -> Prepared:
+        """Render `messages` ([{role, content}]) with the model's chat format, and count the tokens."""
+
+    def stream(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
+        """Yield the answer as complete UTF-8 text pieces; closing the iterator stops generation."""
+
+    def close(self) -> None:
+        """Free the model's memory."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
+             chat_handler: str | None = None, n_threads: int | None = None) -> LoadedModel:
+        """Load a model; n_ctx is already capped to what the model was trained for."""
+
+    def trained_context(self, model_path: Path) -> int | None:
+        """Return the context length the model was trained with, if the file says."""

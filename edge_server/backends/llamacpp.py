@@ -1,0 +1,132 @@
+"""The lite backend: GGUF models in llama-cpp-python. llama_cpp is imported on first load only."""
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+from pathlib import Path
+from typing import Iterator
+
+from ..prompts import PLAIN_STOP, plain_prompt
+from .base import TEXT, VISION, GenerationOptions, Prepared
+
+log = logging.getLogger("edge_server.llamacpp")
+
+NAME = "llama-cpp"
+
+
+def register(registry) -> None:
+    registry.register(NAME, LlamaCppBackend)
+
+
+class LlamaCppBackend:
+    name = NAME
+
+    def trained_context(self, model_path: Path) -> int | None:
+        from llama_cpp import Llama
+
+        probe = Llama(str(model_path), vocab_only=True, n_ctx=16, verbose=False)
+        try:
+            meta = probe.metadata
+            value = meta.get(f"{meta.get('general.architecture')}.context_length")
+            return int(value) if value else None
+        finally:
+            probe.close()
+
+    def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
+             chat_handler: str | None = None, n_threads: int | None = None) -> "LlamaCppModel":
+        from llama_cpp import Llama
+
+        handler = None
+        if mmproj_path is not None:
+            from .vision import make_chat_handler
+
+            handler = make_chat_handler(chat_handler, mmproj_path)
+        llm = Llama(str(model_path), n_ctx=n_ctx, n_threads=n_threads, chat_handler=handler, verbose=False)
+        return LlamaCppModel(llm, handler)
+
+
+class LlamaCppModel:
+    """One loaded llama.cpp model. Not thread-safe: the caller runs one generation at a time."""
+
+    def __init__(self, llm, chat_handler=None):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.llm = llm
+        self.chat_handler = chat_handler
+        self.n_ctx = llm.n_ctx()
+        self.capabilities = frozenset({TEXT, VISION} if chat_handler else {TEXT})
+        self._vocab = llm._model.vocab
+        self._piece = ctypes.create_string_buffer(256)
+        self._formatter = self._make_formatter()
+
+    def _make_formatter(self):
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        model = self.llm._model
+        bos, eos = self.llm.token_bos(), self.llm.token_eos()
+        return Jinja2ChatFormatter(
+            template,
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
+        )
+
+    def prepare(self, messages: list[dict], images: list | None = None) -> Prepared:
+        if images:
+            from .vision import prepare_vision
+
+            return prepare_vision(self, messages, images)
+        if self._formatter is not None:
+            result = self._formatter(messages=messages)
+            tokens = self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+            stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+            return Prepared(len(tokens), tokens, tuple(s for s in stop if s))
+        tokens = self.llm.tokenize(plain_prompt(messages).encode("utf-8"), add_bos=True, special=False)
+        return Prepared(len(tokens), tokens, PLAIN_STOP)
+
+    def stream(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
+        if prepared.images:
+            from .vision import stream_vision
+
+            yield from stream_vision(self, prepared, options)
+            return
+        llm, lib = self.llm, self._lib
+        if options.seed is not None:
+            llm.set_seed(options.seed)
+        else:
+            llm.set_seed(lib.LLAMA_DEFAULT_SEED)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        budget = min(options.max_new_tokens, self.n_ctx - prepared.n_tokens)
+        if budget <= 0:
+            return
+        tokens = llm.generate(
+            prepared.payload, top_k=options.top_k, top_p=options.top_p, temp=options.temperature,
+            repeat_penalty=options.repeat_penalty,
+        )
+        try:
+            for count, token in enumerate(tokens, 1):
+                if lib.llama_vocab_is_eog(self._vocab, token):
+                    break
+                text = decoder.decode(self._token_bytes(token))
+                if text:
+                    yield text
+                if count >= budget:
+                    break
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+        finally:
+            tokens.close()
+
+    def _token_bytes(self, token: int) -> bytes:
+        n = self._lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        return self._piece.raw[:n]
+
+    def close(self) -> None:
+        if self.chat_handler is not None and hasattr(self.chat_handler, "close"):
+            self.chat_handler.close()
+        self.llm.close()

@@ -1,0 +1,54 @@
+"""Backends register here: the built-in llama-cpp one directly, plugins through entry points."""
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+from typing import Callable
+
+from .base import Backend
+
+log = logging.getLogger("edge_server.backends")
+
+ENTRY_POINT_GROUP = "edge_server.backends"
+
+
+class BackendRegistry:
+    """Maps a backend name to a factory; backends are built on first use so imports stay lazy."""
+
+    def __init__(self):
+        self._factories: dict[str, Callable[[], Backend]] = {}
+        self._built: dict[str, Backend] = {}
+
+    def register(self, name: str, factory: Callable[[], Backend]) -> None:
+        self._factories[name] = factory
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._factories
+
+    def get(self, name: str) -> Backend:
+        if name not in self._built:
+            self._built[name] = self._factories[name]()
+        return self._built[name]
+
+
+def register_builtin(registry: BackendRegistry) -> None:
+    """Register the lite backend the same way a plugin's register() would."""
+    from . import llamacpp
+
+    llamacpp.register(registry)
+
+
+def build_registry(full: bool) -> BackendRegistry:
+    registry = BackendRegistry()
+    register_builtin(registry)
+    if full:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                ep.load()(registry)
+                log.info("loaded backend plugin %s", ep.name)
+            except Exception:  # a broken plugin must not stop the lite server
+                log.exception("backend plugin %s failed to register", ep.name)
+    return registry

@@ -1,0 +1,135 @@
+"""The model catalog: which names exist and where their files come from."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path, PurePosixPath
+
+from .errors import CatalogError, ModelNotFound
+
+KINDS = ("text", "vision", "image-out")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str = "text"  # text, vision or image-out
+    repo_id: str | None = None  # Hugging Face repo holding the files
+    filename: str | None = None  # model file inside repo_id
+    revision: str = "main"  # branch, tag or commit of repo_id
+    path: str | None = None  # a local model file used in place (never copied or deleted)
+    mmproj: str | None = None  # vision projector file inside repo_id
+    mmproj_path: str | None = None  # a local vision projector file used in place
+    chat_handler: str | None = None  # llama-cpp-python multimodal handler (vision only)
+    backend: str = "llama-cpp"  # registered backend that runs it
+    heavy: bool = False  # needs full mode (torch and friends)
+    n_ctx: int | None = None  # context used when a launch asks for the default (-1); None: the setting
+    size: int | None = None  # bytes on disk, roughly, for listings
+    description: str = ""
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+
+_FIELDS = {f.name: f for f in fields(ModelSpec)}
+
+
+def _check_relative(name: str, key: str, value) -> None:
+    if not isinstance(value, str) or not value or PurePosixPath(value).is_absolute() or ".." in PurePosixPath(value).parts:
+        raise CatalogError(f"model {name!r}: {key!r} must be a file name inside the repo, got {value!r}")
+
+
+def parse_spec(name: str, entry) -> ModelSpec:
+    """Validate one catalog entry; raise CatalogError naming the entry and the problem."""
+    if not NAME_RE.match(name):
+        raise CatalogError(f"model {name!r}: names use letters, digits, '.', '_' and '-' only")
+    if not isinstance(entry, dict):
+        raise CatalogError(f"model {name!r}: expected an object, got {type(entry).__name__}")
+    unknown = set(entry) - set(_FIELDS) - {"name"}
+    if unknown:
+        raise CatalogError(f"model {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
+    for key, value in entry.items():
+        if key in ("name",) or value is None:
+            continue
+        expected = _FIELDS[key].type
+        ok = (isinstance(value, bool) if "bool" in expected else
+              isinstance(value, int) and not isinstance(value, bool) if expected.startswith("int") else
+              isinstance(value, str))
+        if not ok:
+            raise CatalogError(f"model {name!r}: field {key!r} has the wrong type ({value!r})")
+    spec = ModelSpec(**{**{k: v for k, v in entry.items() if k != "name"}, "name": name})
+    if spec.kind not in KINDS:
+        raise CatalogError(f"model {name!r}: kind must be one of {', '.join(KINDS)}")
+    for key in ("path", "mmproj_path"):
+        value = getattr(spec, key)
+        if value is not None and not Path(value).expanduser().is_absolute():
+            raise CatalogError(f"model {name!r}: {key!r} must be an absolute path, got {value!r}")
+    if spec.path is None:
+        if not spec.repo_id:
+            raise CatalogError(f"model {name!r}: give either 'path' or 'repo_id' and 'filename'")
+        if not spec.heavy:
+            _check_relative(name, "filename", spec.filename)
+    if spec.mmproj is not None:
+        _check_relative(name, "mmproj", spec.mmproj)
+        if spec.repo_id is None:
+            raise CatalogError(f"model {name!r}: 'mmproj' needs 'repo_id'; use 'mmproj_path' with 'path'")
+    if spec.n_ctx is not None and spec.n_ctx <= 0:
+        raise CatalogError(f"model {name!r}: n_ctx must be positive")
+    return spec
+
+
+def _builtin_entries() -> dict:
+    return json.loads(resources.files(__package__).joinpath("catalog.json").read_text("utf-8"))
+
+
+def _user_entries(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise CatalogError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CatalogError(f"{path}: expected an object mapping model names to entries")
+    return data
+
+
+class Catalog:
+    """The built-in catalog overlaid with the user's models.json."""
+
+    def __init__(self, specs: dict[str, ModelSpec]):
+        self._specs = specs
+
+    @classmethod
+    def load(cls, user_file: Path | None = None) -> "Catalog":
+        entries = _builtin_entries()
+        for name, entry in (_user_entries(user_file) if user_file else {}).items():
+            base = dict(entries.get(name, {}))
+            if isinstance(entry, dict) and "path" in entry:
+                # A local file replaces the hub source entirely.
+                for key in ("repo_id", "filename", "mmproj", "revision"):
+                    base.pop(key, None)
+            entries[name] = {**base, **entry} if isinstance(entry, dict) else entry
+        try:
+            specs = {name: parse_spec(name, entry) for name, entry in entries.items()}
+        except CatalogError as exc:
+            where = f"{user_file}: " if user_file else ""
+            raise CatalogError(f"{where}{exc}") from None
+        return cls(specs)
+
+    def get(self, name) -> ModelSpec:
+        spec = self._specs.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise ModelNotFound(f"Unknown model {name!r}. GET /model/getavailabletodownload lists the names.")
+        return spec
+
+    def names(self, full: bool) -> list[str]:
+        """Names launchable in this mode: heavy ones only in full mode."""
+        return [name for name, spec in self._specs.items() if full or not spec.heavy]
+
+    def __iter__(self):
+        return iter(self._specs.values())

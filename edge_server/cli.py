@@ -1,0 +1,90 @@
+"""The `edge-server` command: serve (the default), pull and list."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import CatalogError, EdgeError
+
+COMMANDS = ("serve", "pull", "list")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--host", help="address to bind (EDGE_HOST, default 127.0.0.1; 0.0.0.0 for the LAN)")
+    common.add_argument("--port", type=int, help="TCP port (EDGE_PORT, default 8000)")
+    common.add_argument("--data-dir", help="models, chats and models.json (EDGE_DATA_DIR, "
+                                           "default ~/.local/share/edge-server)")
+    common.add_argument("--threads", type=int, help="waitress worker threads (EDGE_THREADS, default 12)")
+    common.add_argument("--full", action="store_true", default=None,
+                        help="full mode: heavy torch backends from plugins (EDGE_FULL_MODE)")
+    common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser = argparse.ArgumentParser(prog="edge-server", parents=[common],
+                                     description="Run GGUF language models on a phone or a Pi, over HTTP.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", parents=[common], help="serve the HTTP API (the default)")
+    pull = sub.add_parser("pull", parents=[common], help="download a model into the store")
+    pull.add_argument("model_name")
+    sub.add_parser("list", parents=[common], help="list the catalog: installed, size, running")
+    return parser
+
+
+def _human(size) -> str:
+    if not size:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a in COMMANDS for a in argv[:1]) and not any(a in ("-h", "--help") for a in argv):
+        argv = ["serve", *argv]
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
+                 "full": args.full}
+    from . import create_app
+
+    try:
+        app = create_app(overrides)
+    except (CatalogError, ValueError) as exc:
+        print(f"edge-server: {exc}", file=sys.stderr)
+        return 2
+    edge = app.extensions["edge_server"]
+    if args.command == "serve":
+        from .server import serve
+
+        serve(app, edge.settings)
+        return 0
+    if args.command == "pull":
+        try:
+            spec = edge.manager.spec(args.model_name)
+            files = edge.store.download(spec, show_bar=True)
+        except EdgeError as exc:
+            print(f"edge-server: {exc.detail}", file=sys.stderr)
+            return 1
+        print(files.model)
+        return 0
+    running = _running_models(edge.settings)
+    print(f"{'NAME':<18} {'KIND':<9} {'INSTALLED':<9} {'RUNNING':<7} {'SIZE':>8}  {'MODE':<5}  DESCRIPTION")
+    for spec in edge.catalog:
+        installed = "yes" if edge.store.files(spec) else "no"
+        state = "yes" if spec.name in running else "no"
+        print(f"{spec.name:<18} {spec.kind:<9} {installed:<9} {state:<7} {_human(spec.size):>8}  "
+              f"{'heavy' if spec.heavy else 'lite':<5}  {spec.description}")
+    return 0
+
+
+def _running_models(settings) -> set[str]:
+    """Ask a server on the configured address which models it runs; none if no server answers."""
+    import requests
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    try:
+        return set(requests.get(f"http://{host}:{settings.port}/model/getactive", timeout=1).json())
+    except (requests.RequestException, ValueError, TypeError):
+        return set()

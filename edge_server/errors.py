@@ -1,0 +1,91 @@
+"""Domain errors: each carries an HTTP status and a stable machine-readable code."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("edge_server")
+
+
+class EdgeError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str, *, status: int | None = None, code: str | None = None, headers=None):
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status or self.status
+        self.code = code or self.code
+        self.headers = headers or {}
+
+
+class InvalidRequest(EdgeError):
+    status, code = 422, "invalid_request"
+
+
+class ModelNotFound(EdgeError, KeyError):
+    status, code = 404, "model_not_found"
+
+    def __str__(self):  # KeyError would quote the message
+        return self.detail
+
+
+class ModelNotRunning(EdgeError):
+    status, code = 404, "model_not_running"
+
+
+class ModelNotInstalled(EdgeError):
+    status, code = 404, "model_not_installed"
+
+
+class HubError(EdgeError):
+    status, code = 502, "hub_error"
+
+
+class Busy(EdgeError):
+    status, code = 503, "busy"
+
+    def __init__(self, detail: str, retry_after: int = 2):
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class ContextLengthExceeded(EdgeError):
+    status, code = 400, "context_length_exceeded"
+
+
+class ModelLoadError(EdgeError):
+    status, code = 500, "model_load_failed"
+
+
+class CatalogError(Exception):
+    """A catalog or models.json entry that cannot be used (raised at start-up)."""
+
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+               415: "unsupported_media_type"}
+
+
+def error_body(detail: str, code: str, status: int, headers=None):
+    response = jsonify({"detail": detail, "code": code})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every error with {"detail", "code"}; unexpected ones are logged and leak nothing."""
+
+    @app.errorhandler(EdgeError)
+    def _edge(exc: EdgeError):
+        return error_body(exc.detail, exc.code, exc.status, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        return error_body(exc.description or exc.name, _HTTP_CODES.get(exc.code, "http_error"), exc.code)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_body("Internal server error.", "internal_error", 500)

@@ -1,0 +1,161 @@
+"""The generation layer: a chat turn in, a stream of text out. Knows nothing of HTTP."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterator
+
+from .backends import VISION, GenerationOptions, Prepared
+from .chats import ChatStore
+from .errors import ContextLengthExceeded, EdgeError
+from .queueing import StreamLimit
+from .runtime import ModelManager, RunningModel
+from .settings import Settings
+
+log = logging.getLogger("edge_server.generate")
+
+
+class StopScanner:
+    """Cut the text at the first stop string, holding back any tail that might begin one."""
+
+    def __init__(self, stops):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        buf = self.pending + text
+        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.pending = ""
+            return buf[:min(hits)], True
+        hold = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(buf)), hold, -1):
+                if buf.endswith(stop[:n]):
+                    hold = n
+                    break
+        self.pending = buf[len(buf) - hold:] if hold else ""
+        return buf[:len(buf) - hold], False
+
+    def flush(self) -> str:
+        text, self.pending = self.pending, ""
+        return text
+
+
+def _messages(chat: dict, turns: list[dict], prompt) -> list[dict]:
+    system = [{"role": "system", "content": chat["system_prompt"]}] if chat["system_prompt"] else []
+    return system + [{"role": t["role"], "content": t["content"]} for t in turns] + [{"role": "user", "content": prompt}]
+
+
+class Answer:
+    """An answer being streamed. Iterate for text; closing it (or the end) stores the turn and frees the model."""
+
+    def __init__(self, generator: "Generator", running: RunningModel, chat_id: str, prompt: str,
+                 prepared: Prepared, options: GenerationOptions, abandoned: Callable[[], bool], n_images: int):
+        self._gen, self._running, self._chat_id, self._prompt = generator, running, chat_id, prompt
+        self._abandoned, self._n_images = abandoned, n_images
+        self._parts: list[str] = []
+        self._finished = False
+        self._started = time.perf_counter()
+        self._chunks = self._produce(prepared, options)
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._chunks)
+        except BaseException:
+            self.close()
+            raise
+
+    def _produce(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
+        scanner = StopScanner(tuple(options.stop) + prepared.stop)
+        pieces = self._running.model.stream(prepared, options)
+        try:
+            for piece in pieces:
+                text, stopped = scanner.feed(piece)
+                if text:
+                    self._parts.append(text)
+                    yield text
+                if stopped or self._running.stopping.is_set() or self._abandoned():
+                    return
+            tail = scanner.flush()
+            if tail:
+                self._parts.append(tail)
+                yield tail
+        finally:
+            pieces.close()
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def close(self) -> None:
+        """Stop generating; keep what was said so far (a cut-off answer stays in the chat as it was seen)."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            self._chunks.close()
+            answer = self.text
+            # An empty answer is not stored: two user turns in a row break many chat templates.
+            if answer.strip():
+                self._gen.chats.add_exchange(self._running.spec.name, self._chat_id, self._prompt, answer,
+                                             n_images=self._n_images)
+            log.info("answered %s/%s: %d chars in %.2fs", self._running.spec.name, self._chat_id, len(answer),
+                     time.perf_counter() - self._started)
+        finally:
+            self._running.slot.release()
+            self._gen.limit.give_back()
+
+
+class Generator:
+    def __init__(self, settings: Settings, manager: ModelManager, chats: ChatStore):
+        self.manager, self.chats = manager, chats
+        self.limit = StreamLimit(settings.max_streams)
+
+    def start(self, model_name, prompt: str, options: GenerationOptions, chat_id: str = "default",
+              images: list | None = None, abandoned: Callable[[], bool] | None = None) -> Answer:
+        """Queue for the model and render the chat; errors raise here, before any byte is streamed."""
+        abandoned = abandoned or (lambda: False)
+        running = self.manager.get(model_name)
+        if images and VISION not in running.model.capabilities:
+            raise EdgeError(f"Model {model_name!r} does not read images.", status=400, code="model_not_multimodal")
+        self.limit.take()
+        try:
+            running.slot.acquire(abandoned)
+        except BaseException:
+            self.limit.give_back()
+            raise
+        try:
+            prepared = self._fit(running, self.chats.get(running.spec.name, chat_id), prompt, options, images)
+        except BaseException:
+            running.slot.release()
+            self.limit.give_back()
+            raise
+        return Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()))
+
+    def _fit(self, running: RunningModel, chat: dict, prompt: str, options: GenerationOptions, images) -> Prepared:
+        """Render the chat, leaving out the oldest exchanges until prompt + answer fit the context."""
+        model, turns = running.model, chat["turns"]
+        n_ctx = model.n_ctx
+        minimal = model.prepare(_messages(chat, [], prompt), images)
+        if minimal.n_tokens >= n_ctx:
+            raise ContextLengthExceeded(
+                f"The prompt is {minimal.n_tokens} tokens; the model's context holds {n_ctx}.")
+        budget = n_ctx - options.max_new_tokens
+        full = model.prepare(_messages(chat, turns, prompt), images) if turns else minimal
+        if full.n_tokens <= budget or not turns:
+            return full
+        # Fewer exchanges always mean fewer tokens, so search for the most that still fit.
+        pairs = len(turns) // 2
+        lo, hi, best = 1, pairs, minimal  # drop lo..hi exchanges
+        while lo <= hi:
+            drop = (lo + hi) // 2
+            candidate = model.prepare(_messages(chat, turns[2 * drop:], prompt), images) if drop < pairs else minimal
+            if candidate.n_tokens <= budget:
+                best, hi = candidate, drop - 1
+            else:
+                lo = drop + 1
+        return best

