@@ -70,12 +70,12 @@ class ModelManager:
                 if current is not None and current.requested == wanted:
                     return current
                 self._busy[spec.name] = {"state": "loading"}
-                trained = backend.trained_context(files.model)
-                n = min(wanted, trained) if trained else wanted
                 if current is not None:
                     self._stop(current)
-                log.info("loading %s (n_ctx=%d)", spec.name, n)
                 try:
+                    trained = backend.trained_context(files.model)
+                    n = min(wanted, trained) if trained else wanted
+                    log.info("loading %s (n_ctx=%d)", spec.name, n)
                     model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
                                          chat_handler=spec.chat_handler, n_threads=self.settings.n_threads)
                 except (ValueError, RuntimeError, OSError) as exc:
