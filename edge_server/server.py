@@ -32,7 +32,7 @@ def serve(app, settings) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     server = make_server(app, settings)
-    log.info("edge-server on http://%s:%d (data: %s, threads: %d, full mode: %s)", settings.host,
+    log.info("edge-server on http://%s:%s (data: %s, threads: %d, full mode: %s)", settings.host,
              server.effective_port, settings.data_dir, settings.threads, settings.full)
     try:
         server.run()
