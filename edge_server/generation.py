@@ -71,7 +71,8 @@ class Answer:
 
     def _produce(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
         scanner = StopScanner(tuple(options.stop) + prepared.stop)
-        pieces = self._running.model.stream(prepared, options)
+        model = self._running.model
+        pieces = self._gen.manager.engine.submit(lambda: model.stream(prepared, options))
         try:
             for piece in pieces:
                 text, stopped = scanner.feed(piece)

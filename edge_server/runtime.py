@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .backends import BackendRegistry, LoadedModel
 from .catalog import Catalog, ModelSpec
+from .engine import Engine
 from .errors import EdgeError, InvalidRequest, ModelLoadError, ModelNotRunning
 from .queueing import ModelSlot
 from .settings import Settings
@@ -33,6 +34,7 @@ class ModelManager:
         self._busy: dict[str, dict] = {}  # name -> {"state": downloading|loading, bytes...}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self.engine = Engine()  # the one thread that computes; see engine.py
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -144,5 +146,7 @@ class ModelManager:
             running.stopping.set()
 
     def shutdown(self) -> None:
+        self.stop_streams()
         for name in list(self._running):
             self._stop(self._running[name])
+        self.engine.stop()

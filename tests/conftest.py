@@ -101,3 +101,21 @@ def live(tiny_app):
     server = LiveServer(tiny_app)
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def slow_gguf(tmp_path_factory) -> Path:
+    """A deep tiny model (about 8 ms a token here) so streams last long enough to watch."""
+    return write_tiny_llama(tmp_path_factory.mktemp("models") / "slow.gguf", n_layers=200)
+
+
+@pytest.fixture
+def slow_live(make_app, slow_gguf, tiny_gguf):
+    """A live waitress server with the slow model launched and a short queue."""
+    app = make_app({"slow": {"path": str(slow_gguf), "n_ctx": 1024}, "tiny": {"path": str(tiny_gguf), "n_ctx": 512}},
+                   queue_size=2)
+    app.test_client().post("/model/launch", json={"model_name": "slow"})
+    server = LiveServer(app)
+    server.app = app
+    yield server
+    server.close()

@@ -1,0 +1,108 @@
+"""Streaming through a real waitress server: incremental chunks, UTF-8, queues, disconnects, kill."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import requests
+
+
+def post_stream(url, **body):
+    return requests.post(f"{url}/generate/fromtext", json=body, stream=True, timeout=60)
+
+
+def chunks_with_times(response):
+    """Each HTTP chunk as sent by the server, with the time it arrived."""
+    out = []
+    for chunk in response.raw.read_chunked(decode_content=False):
+        out.append((time.perf_counter(), chunk))
+    return out
+
+
+def test_stream_is_incremental_and_every_chunk_is_utf8(slow_live):
+    start = time.perf_counter()
+    r = post_stream(slow_live.url, model_name="slow", prompt="Tell me a story", max_new_tokens=150, temperature=0)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert r.headers.get("Transfer-Encoding") == "chunked"
+    chunks = chunks_with_times(r)
+    assert len(chunks) > 50
+    for _, chunk in chunks:
+        chunk.decode("utf-8")  # raises if a character was split across chunks
+    first, last = chunks[0][0] - start, chunks[-1][0] - start
+    assert first < last / 4, f"first chunk at {first:.3f}s, last at {last:.3f}s"
+    history = requests.get(f"{slow_live.url}/chat/getchathistory", params={"model_name": "slow"}).json()
+    assert history["turns"][-1]["content"] == b"".join(c for _, c in chunks).decode("utf-8")
+
+
+def test_queue_serves_in_order_and_refuses_past_its_length(slow_live):
+    """One streams, two wait (queue_size=2); the fourth gets 503 busy with Retry-After."""
+    results, lock = {}, threading.Lock()
+
+    def client(i):
+        r = post_stream(slow_live.url, model_name="slow", prompt=f"client {i}", max_new_tokens=150, chat_id=f"c{i}")
+        body = r.content
+        with lock:
+            results[i] = (r.status_code, time.perf_counter(), body, r.headers.get("Retry-After"))
+
+    threads = []
+    for i in range(3):
+        threads.append(threading.Thread(target=client, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.15)  # a known arrival order
+    refused = post_stream(slow_live.url, model_name="slow", prompt="one too many", max_new_tokens=5)
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "busy" and refused.headers["Retry-After"]
+    # Cheap endpoints still answer while every stream slot of the model is taken.
+    t = time.perf_counter()
+    assert requests.get(f"{slow_live.url}/model/getactive", timeout=5).json() == ["slow"]
+    assert time.perf_counter() - t < 0.5
+    for thread in threads:
+        thread.join()
+    assert [results[i][0] for i in range(3)] == [200, 200, 200]
+    assert results[0][1] < results[1][1] < results[2][1], "served out of arrival order"
+    assert all(results[i][2] for i in range(3))
+
+
+def test_disconnect_frees_the_model_quickly(slow_live):
+    with socket.create_connection(("127.0.0.1", int(slow_live.url.rsplit(":", 1)[1]))) as sock:
+        body = b'{"model_name": "slow", "prompt": "long one", "max_new_tokens": 900, "temperature": 0}'
+        sock.sendall(b"POST /generate/fromtext HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert b"200 OK" in sock.recv(4096)
+        time.sleep(0.3)
+    # The 900-token answer would take about 7 s; a new client must get the model at once.
+    t = time.perf_counter()
+    r = post_stream(slow_live.url, model_name="slow", prompt="next", max_new_tokens=3, chat_id="other")
+    next(r.iter_content(chunk_size=None))
+    assert time.perf_counter() - t < 1.5
+    r.close()
+    turns = requests.get(f"{slow_live.url}/chat/getchathistory", params={"model_name": "slow"}).json()["turns"]
+    assert turns[0]["content"] == "long one" and 0 < len(turns[1]["content"].encode()) < 900
+
+
+def test_kill_during_stream_ends_it_cleanly(slow_live):
+    r = post_stream(slow_live.url, model_name="slow", prompt="endless", max_new_tokens=900)
+    stream = r.iter_content(chunk_size=None)
+    got = [next(stream)]
+    killer = requests.delete(f"{slow_live.url}/model/kill", json={"model_name": "slow"}, timeout=10)
+    assert killer.status_code == 200
+    got.extend(stream)  # the stream finishes properly: no error while reading
+    text = b"".join(got).decode("utf-8")
+    assert text
+    assert requests.get(f"{slow_live.url}/model/getactive").json() == []
+    assert requests.post(f"{slow_live.url}/generate/fromtext",
+                         json={"model_name": "slow", "prompt": "x"}).json()["code"] == "model_not_running"
+
+
+def test_different_models_generate_at_the_same_time(slow_live):
+    assert requests.post(f"{slow_live.url}/model/launch", json={"model_name": "tiny"}).status_code == 200
+    r = post_stream(slow_live.url, model_name="slow", prompt="busy", max_new_tokens=500)
+    next(r.iter_content(chunk_size=None))
+    t = time.perf_counter()
+    other = requests.post(f"{slow_live.url}/generate/fromtext",
+                          json={"model_name": "tiny", "prompt": "quick", "max_new_tokens": 5}, timeout=10)
+    assert other.status_code == 200 and other.content
+    assert time.perf_counter() - t < 1.5
+    r.close()
