@@ -83,7 +83,7 @@ class ModelManager:
                 except (ValueError, RuntimeError, OSError) as exc:
                     log.warning("loading %s failed: %s", spec.name, exc)
                     raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
-                running = RunningModel(spec, model, n, ModelSlot(spec.name, self.settings.queue_size), wanted)
+                running = RunningModel(spec, model, model.n_ctx, ModelSlot(spec.name, self.settings.queue_size), wanted)
                 self._running[spec.name] = running
                 log.info("running %s", spec.name)
                 return running

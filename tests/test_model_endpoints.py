@@ -39,8 +39,8 @@ def test_relaunch_same_n_ctx_is_noop_other_reloads(client, tiny_app):
     first = manager.get("tiny").model
     client.post("/model/launch", json={"model_name": "tiny", "n_ctx": 256})
     assert manager.get("tiny").model is first
-    client.post("/model/launch", json={"model_name": "tiny", "n_ctx": 384})
-    assert manager.get("tiny").model is not first and manager.get("tiny").n_ctx == 384
+    client.post("/model/launch", json={"model_name": "tiny", "n_ctx": 768})
+    assert manager.get("tiny").model is not first and manager.get("tiny").n_ctx == 768
     assert client.get("/model/getactive").json == ["tiny"]
 
 
