@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
+from .backends.vision import HANDLERS
 from .errors import CatalogError, ModelNotFound
 
 KINDS = ("text", "vision", "image-out")
@@ -77,6 +78,10 @@ def parse_spec(name: str, entry) -> ModelSpec:
         _check_relative(name, "mmproj", spec.mmproj)
         if spec.repo_id is None:
             raise CatalogError(f"model {name!r}: 'mmproj' needs 'repo_id'; use 'mmproj_path' with 'path'")
+    if spec.kind == "vision" and not (spec.mmproj or spec.mmproj_path) and spec.backend == "llama-cpp":
+        raise CatalogError(f"model {name!r}: a vision model needs 'mmproj' (or 'mmproj_path')")
+    if spec.chat_handler is not None and spec.backend == "llama-cpp" and spec.chat_handler not in HANDLERS:
+        raise CatalogError(f"model {name!r}: chat_handler must be one of {', '.join(HANDLERS)}")
     if spec.n_ctx is not None and spec.n_ctx <= 0:
         raise CatalogError(f"model {name!r}: n_ctx must be positive")
     return spec
@@ -113,6 +118,8 @@ class Catalog:
                 # A local file replaces the hub source entirely.
                 for key in ("repo_id", "filename", "mmproj", "revision"):
                     base.pop(key, None)
+            if isinstance(entry, dict) and "kind" not in entry and ("mmproj" in entry or "mmproj_path" in entry):
+                base["kind"] = "vision"  # naming a projector is enough to make it a vision model
             entries[name] = {**base, **entry} if isinstance(entry, dict) else entry
         try:
             specs = {name: parse_spec(name, entry) for name, entry in entries.items()}

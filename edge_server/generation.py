@@ -47,6 +47,15 @@ def _messages(chat: dict, turns: list[dict], prompt) -> list[dict]:
     return system + [{"role": t["role"], "content": t["content"]} for t in turns] + [{"role": "user", "content": prompt}]
 
 
+def _as_edge_error(exc: BaseException) -> EdgeError:
+    if isinstance(exc, EdgeError):
+        return exc
+    if isinstance(exc, ValueError) and ("context" in str(exc).lower() or "exceed" in str(exc).lower()):
+        return ContextLengthExceeded(f"The prompt does not fit in the model's context: {exc}")
+    log.error("generation failed", exc_info=exc)
+    return EdgeError("The model failed to generate an answer.", status=500, code="generation_failed")
+
+
 class Answer:
     """An answer being streamed. Iterate for text; closing it (or the end) stores the turn and frees the model."""
 
@@ -55,6 +64,7 @@ class Answer:
         self._gen, self._running, self._chat_id, self._prompt = generator, running, chat_id, prompt
         self._abandoned, self._n_images = abandoned, n_images
         self._parts: list[str] = []
+        self._ready: list[str] = []  # the first piece, computed before the response starts
         self._finished = False
         self._started = time.perf_counter()
         self._chunks = self._produce(prepared, options)
@@ -62,9 +72,29 @@ class Answer:
     def __iter__(self) -> Iterator[str]:
         return self
 
+    def prime(self) -> None:
+        """Compute the first piece now, so a failing prompt (too long, bad image) gets a real status."""
+        try:
+            self._ready.append(next(self._chunks))
+        except StopIteration:
+            pass
+        except BaseException as exc:
+            self.close()
+            raise _as_edge_error(exc) from exc
+
     def __next__(self) -> str:
+        if self._ready:
+            return self._ready.pop()
         try:
             return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+        except Exception:
+            # The status line is sent: end the stream cleanly with what was said, and log why.
+            log.exception("generation failed mid-stream on %s", self._running.spec.name)
+            self.close()
+            raise StopIteration from None
         except BaseException:
             self.close()
             raise
@@ -120,9 +150,7 @@ class Generator:
               images: list | None = None, abandoned: Callable[[], bool] | None = None) -> Answer:
         """Queue for the model and render the chat; errors raise here, before any byte is streamed."""
         abandoned = abandoned or (lambda: False)
-        running = self.manager.get(model_name)
-        if images and VISION not in running.model.capabilities:
-            raise EdgeError(f"Model {model_name!r} does not read images.", status=400, code="model_not_multimodal")
+        running = self.require(model_name, vision=bool(images))
         self.limit.take()
         try:
             running.slot.acquire(abandoned)
@@ -135,7 +163,16 @@ class Generator:
             running.slot.release()
             self.limit.give_back()
             raise
-        return Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()))
+        answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()))
+        answer.prime()
+        return answer
+
+    def require(self, model_name, vision: bool = False) -> RunningModel:
+        """Return the running model, or raise the error a request for it should get."""
+        running = self.manager.get(model_name)
+        if vision and VISION not in running.model.capabilities:
+            raise EdgeError(f"Model {model_name!r} does not read images.", status=400, code="model_not_multimodal")
+        return running
 
     def _fit(self, running: RunningModel, chat: dict, prompt: str, options: GenerationOptions, images) -> Prepared:
         """Render the chat, leaving out the oldest exchanges until prompt + answer fit the context."""

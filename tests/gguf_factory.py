@@ -67,3 +67,63 @@ def write_tiny_llama(path: Path, *, chat_template: str | None = CHAT_TEMPLATE, c
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_tiny_mmproj(path: Path, *, text_embd: int = N_EMBD, image_size: int = 32, patch_size: int = 8,
+                      seed: int = 1) -> Path:
+    """A CLIP vision encoder with llava's `mlp` projector whose output width matches the tiny text model.
+
+    Keys and tensor names follow llama.cpp's tools/mtmd/clip.cpp (load_hparams, load_tensors) and
+    models/llava.cpp; a 32-pixel image becomes 16 patches, so 16 image tokens.
+    """
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    n_embd, n_ff, n_head, n_layer = 32, 64, 2, 2
+    n_patches = (image_size // patch_size) ** 2
+
+    def weight(*shape, scale=0.2):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "clip")
+    writer.add_name("tiny-test-mmproj")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.use_gelu", True)
+    writer.add_string("clip.projector_type", "mlp")
+    writer.add_uint32("clip.vision.image_size", image_size)
+    writer.add_uint32("clip.vision.patch_size", patch_size)
+    writer.add_uint32("clip.vision.embedding_length", n_embd)
+    writer.add_uint32("clip.vision.feed_forward_length", n_ff)
+    writer.add_uint32("clip.vision.projection_dim", text_embd)
+    writer.add_uint32("clip.vision.attention.head_count", n_head)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    writer.add_uint32("clip.vision.block_count", n_layer)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+
+    writer.add_tensor("v.patch_embd.weight", weight(n_embd, 3, patch_size, patch_size))
+    writer.add_tensor("v.position_embd.weight", weight(n_patches, n_embd))
+    writer.add_tensor("v.pre_ln.weight", np.ones(n_embd, dtype=np.float32))
+    writer.add_tensor("v.pre_ln.bias", np.zeros(n_embd, dtype=np.float32))
+    for i in range(n_layer):
+        for norm in ("ln1", "ln2"):
+            writer.add_tensor(f"v.blk.{i}.{norm}.weight", np.ones(n_embd, dtype=np.float32))
+            writer.add_tensor(f"v.blk.{i}.{norm}.bias", np.zeros(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            writer.add_tensor(f"v.blk.{i}.{name}.weight", weight(n_embd, n_embd))
+            writer.add_tensor(f"v.blk.{i}.{name}.bias", np.zeros(n_embd, dtype=np.float32))
+        writer.add_tensor(f"v.blk.{i}.ffn_up.weight", weight(n_ff, n_embd))
+        writer.add_tensor(f"v.blk.{i}.ffn_up.bias", np.zeros(n_ff, dtype=np.float32))
+        writer.add_tensor(f"v.blk.{i}.ffn_down.weight", weight(n_embd, n_ff))
+        writer.add_tensor(f"v.blk.{i}.ffn_down.bias", np.zeros(n_embd, dtype=np.float32))
+    writer.add_tensor("mm.0.weight", weight(text_embd, n_embd))
+    writer.add_tensor("mm.0.bias", np.zeros(text_embd, dtype=np.float32))
+    writer.add_tensor("mm.2.weight", weight(text_embd, text_embd))
+    writer.add_tensor("mm.2.bias", np.zeros(text_embd, dtype=np.float32))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

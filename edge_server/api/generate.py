@@ -4,8 +4,11 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from ..chats import check_chat_id
+from ..errors import InvalidRequest
+from ..images import ImageInvalid, TooManyImages, prepare_image
+from ..links import load_link
 from . import edge
-from .validation import field, generation_options, json_body, model_name
+from .validation import field, form_body, generation_options, json_body, model_name
 
 bp = Blueprint("generate", __name__, url_prefix="/generate")
 
@@ -31,3 +34,34 @@ def fromtext():
     options = generation_options(body)
     chat_id = check_chat_id(body.get("chat_id"))
     return stream(edge().generator.start(name, prompt, options, chat_id, abandoned=client_gone()))
+
+
+@bp.post("/fromimagetext")
+def fromimagetext():
+    """Multipart (image_files uploads + image_links fields) or JSON (image_links: URLs or data: URIs)."""
+    app = edge()
+    settings = app.settings
+    multipart = request.mimetype == "multipart/form-data"
+    body = form_body() if multipart else json_body()
+    name = model_name(body)
+    prompt = field(body, "prompt", str)
+    options = generation_options(body)
+    chat_id = check_chat_id(body.get("chat_id"))
+    links = request.form.getlist("image_links") if multipart else field(body, "image_links", list, [])
+    uploads = request.files.getlist("image_files") if multipart else []
+    if not links and not uploads:
+        raise InvalidRequest("Send at least one image in image_files or image_links.")
+    if len(links) + len(uploads) > settings.max_images:
+        raise TooManyImages(f"{len(links) + len(uploads)} images sent; the limit is {settings.max_images}.")
+    app.generator.require(name, vision=True)  # fail fast, before fetching anything
+    images = []
+    for i, upload in enumerate(uploads):
+        label = f"image_files[{i}] ({upload.filename or 'unnamed'})"
+        data = upload.stream.read(settings.max_image_bytes + 1)
+        if not data:
+            raise ImageInvalid(f"{label} is empty.")
+        images.append(prepare_image(data, settings, label))
+    for i, link in enumerate(links):
+        label = f"image_links[{i}]"
+        images.append(prepare_image(load_link(link, settings, label), settings, label))
+    return stream(app.generator.start(name, prompt, options, chat_id, images=images, abandoned=client_gone()))

@@ -19,6 +19,26 @@ def json_body() -> dict:
     return body
 
 
+_FORM_NUMBERS = {"max_new_tokens": int, "top_k": int, "seed": int, "temperature": float, "top_p": float,
+                 "repeat_penalty": float}
+
+
+def form_body() -> dict:
+    """The single-valued form fields, with the numeric ones converted (multipart sends text)."""
+    body = {}
+    for key in request.form:
+        value = request.form.get(key)
+        if key in _FORM_NUMBERS and value != "":
+            try:
+                value = _FORM_NUMBERS[key](value)
+            except ValueError:
+                raise InvalidRequest(f"Field {key!r} must be a number.") from None
+        body[key] = value
+    if "stop" in request.form:
+        body["stop"] = request.form.getlist("stop")
+    return body
+
+
 def field(body: dict, name: str, kind, default=REQUIRED, *, minimum=None, maximum=None):
     """Return body[name] checked against `kind` (a type or tuple of types) and bounds."""
     value = body.get(name)
