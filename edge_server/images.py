@@ -48,7 +48,9 @@ def prepare_image(data: bytes, settings: Settings, label: str) -> bytes:
             out = io.BytesIO()
             img.save(out, "JPEG", quality=92)
             return out.getvalue()
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ImageInvalid(f"{label} is not a JPEG, PNG, WebP, GIF or BMP image ({exc.__class__.__name__}).")
+    except Image.DecompressionBombError:
+        raise ImageInvalid(f"{label} has more pixels than the limit of {settings.max_image_pixels}.") from None
+    except UnidentifiedImageError:
+        raise ImageInvalid(f"{label} is not a JPEG, PNG, WebP, GIF or BMP image.") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data
         raise ImageInvalid(f"{label} could not be decoded: {exc}")
