@@ -6,6 +6,7 @@ import threading
 import time
 
 import requests
+from conftest import LiveServer
 
 
 def post_stream(url, **body):
@@ -106,3 +107,29 @@ def test_different_models_generate_at_the_same_time(slow_live):
     assert other.status_code == 200 and other.content
     assert time.perf_counter() - t < 1.5
     r.close()
+
+
+def test_streams_never_take_the_last_workers(make_app, slow_gguf):
+    """With 4 threads, 2 are kept from streams: a third stream is refused, status still answers."""
+    app = make_app({"slow": {"path": str(slow_gguf), "n_ctx": 1024}}, threads=4, queue_size=8)
+    app.test_client().post("/model/launch", json={"model_name": "slow"})
+    server = LiveServer(app)
+    try:
+        streams = []
+        openers = [threading.Thread(target=lambda i=i: streams.append(post_stream(
+            server.url, model_name="slow", prompt=f"s{i}", max_new_tokens=200, chat_id=f"s{i}"))) for i in range(2)]
+        for opener in openers:
+            opener.start()
+        time.sleep(0.3)  # one streams, one waits in the queue
+        refused = post_stream(server.url, model_name="slow", prompt="third", max_new_tokens=5)
+        assert refused.status_code == 503 and refused.json()["code"] == "busy"
+        t = time.perf_counter()
+        status = requests.get(f"{server.url}/model/status", params={"model_name": "slow"}, timeout=5).json()
+        assert status["state"] == "running" and time.perf_counter() - t < 0.5
+        for opener in openers:
+            opener.join()
+        assert [r.status_code for r in streams] == [200, 200]
+        for r in streams:
+            r.close()
+    finally:
+        server.close()
