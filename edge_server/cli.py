@@ -69,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(files.model)
         return 0
+    try:
+        _print_catalog(edge)
+    except BrokenPipeError:  # `edge-server list | head`
+        sys.stderr.close()
+    return 0
+
+
+def _print_catalog(edge) -> None:
     running = _running_models(edge.settings)
     print(f"{'NAME':<18} {'KIND':<9} {'INSTALLED':<9} {'RUNNING':<7} {'SIZE':>8}  {'MODE':<5}  DESCRIPTION")
     for spec in edge.catalog:
@@ -76,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         state = "yes" if spec.name in running else "no"
         print(f"{spec.name:<18} {spec.kind:<9} {installed:<9} {state:<7} {_human(spec.size):>8}  "
               f"{'heavy' if spec.heavy else 'lite':<5}  {spec.description}")
-    return 0
 
 
 def _running_models(settings) -> set[str]:

@@ -84,15 +84,27 @@ def client(tiny_app):
 
 
 class LiveServer:
+    """The app under a real waitress server on a free loopback port, in a thread."""
+
     def __init__(self, app, **overrides):
+        self.app = app
         settings = app.extensions["edge_server"].settings
         self.server = make_server(app, settings, host="127.0.0.1", port=0, **overrides)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def close(self):
+    def _run(self):
+        # waitress' own run() loops until its sockets close; step it so close() can stop it cleanly.
+        while not self._stop.is_set():
+            self.server.asyncore.loop(timeout=0.05, map=self.server._map, count=1)
         self.server.close()
+
+    def close(self):
+        self.app.extensions["edge_server"].manager.stop_streams()
+        self._stop.set()
+        self.thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -116,6 +128,5 @@ def slow_live(make_app, slow_gguf, tiny_gguf):
                    queue_size=2)
     app.test_client().post("/model/launch", json={"model_name": "slow"})
     server = LiveServer(app)
-    server.app = app
     yield server
     server.close()

@@ -142,3 +142,24 @@ def test_serve_process_starts_answers_and_stops_on_ctrl_c(tmp_path, tiny_gguf):
     assert proc.returncode == 0, output
     assert "Traceback" not in output
     assert "POST /model/launch 200" in output and "stopped tiny" in output
+
+
+def test_gguf_header_context_length(tiny_gguf, tmp_path):
+    import gguf
+
+    from edge_server.backends.gguf_header import context_length
+
+    assert context_length(tiny_gguf) == 4096
+    # Arrays (strings and numbers) before the key are skipped, whatever the key order.
+    path = tmp_path / "odd.gguf"
+    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer.add_token_list(["a", "bb", "ccc"])
+    writer.add_array("x.numbers", [1.5, 2.5])
+    writer.add_context_length(32768)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    assert context_length(path) == 32768
+    (tmp_path / "text.gguf").write_text("not a model")
+    with pytest.raises(ValueError):
+        context_length(tmp_path / "text.gguf")

@@ -9,6 +9,7 @@ from typing import Iterator
 
 from ..prompts import PLAIN_STOP, plain_prompt
 from .base import TEXT, VISION, GenerationOptions, Prepared
+from .gguf_header import context_length
 
 log = logging.getLogger("edge_server.llamacpp")
 
@@ -23,15 +24,7 @@ class LlamaCppBackend:
     name = NAME
 
     def trained_context(self, model_path: Path) -> int | None:
-        from llama_cpp import Llama
-
-        probe = Llama(str(model_path), vocab_only=True, n_ctx=16, verbose=False)
-        try:
-            meta = probe.metadata
-            value = meta.get(f"{meta.get('general.architecture')}.context_length")
-            return int(value) if value else None
-        finally:
-            probe.close()
+        return context_length(model_path)
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
              chat_handler: str | None = None, n_threads: int | None = None) -> "LlamaCppModel":
