@@ -16,6 +16,7 @@ class FakeHub:
     def __init__(self):
         self.files: dict[tuple[str, str], bytes] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.authorizations: list[str | None] = []  # the Authorization header of each request
         self.cut_after: int | None = None  # bytes sent before the next GET is cut off
         self.delay: float = 0.0  # seconds to wait between chunks (for progress tests)
         hub = self
@@ -56,6 +57,7 @@ class FakeHub:
         import time
 
         self.requests.append((handler.command, handler.path, handler.headers.get("Range")))
+        self.authorizations.append(handler.headers.get("Authorization"))
         match = RESOLVE.match(handler.path.split("?")[0])
         data = self.files.get((match["repo"], match["file"])) if match else None
         if data is None:

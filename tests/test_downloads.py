@@ -129,3 +129,24 @@ def test_pull_and_list_commands(fake_hub, tiny_gguf, data_dir, monkeypatch, caps
     assert line.split()[1:4] == ["text", "yes", "no"]
     assert any(line.startswith("llama-1b-4 ") for line in out.splitlines())
     assert cli_main(["pull", "nope", "--data-dir", str(data_dir)]) == 1
+
+
+def test_concurrent_launches_download_once(hub_app, fake_hub):
+    fake_hub.delay = 0.01
+    app = hub_app()
+    codes = []
+    threads = [threading.Thread(target=lambda: codes.append(
+        app.test_client().post("/model/launch", json={"model_name": "hubby"}).status_code)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [200, 200, 200]
+    assert fake_hub.gets(FILE) == [None]
+    assert app.test_client().get("/model/getactive").json == ["hubby"]
+
+
+def test_hf_token_is_sent(hub_app, fake_hub):
+    client = hub_app(hf_token="hf_secret").test_client()
+    assert client.post("/model/launch", json={"model_name": "hubby"}).status_code == 200
+    assert fake_hub.authorizations and all(a == "Bearer hf_secret" for a in fake_hub.authorizations)

@@ -133,3 +133,27 @@ def test_streams_never_take_the_last_workers(make_app, slow_gguf):
             r.close()
     finally:
         server.close()
+
+
+def test_client_leaving_the_queue_frees_its_place(slow_live):
+    first = post_stream(slow_live.url, model_name="slow", prompt="long", max_new_tokens=400)
+    next(first.iter_content(chunk_size=None))
+
+    def queued():
+        return requests.get(f"{slow_live.url}/model/status", params={"model_name": "slow"}).json()["queued"]
+
+    with socket.create_connection(("127.0.0.1", int(slow_live.url.rsplit(":", 1)[1]))) as sock:
+        body = b'{"model_name": "slow", "prompt": "waiting", "chat_id": "w"}'
+        sock.sendall(b"POST /generate/fromtext HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        deadline = time.time() + 5
+        while queued() != 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert queued() == 1
+    deadline = time.time() + 5
+    while queued() != 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert queued() == 0
+    first.close()
+    turns = requests.get(f"{slow_live.url}/chat/getchathistory", params={"model_name": "slow", "chat_id": "w"}).json()
+    assert turns["turns"] == []
