@@ -177,21 +177,20 @@ class Generator:
     def _fit(self, running: RunningModel, chat: dict, prompt: str, options: GenerationOptions, images) -> Prepared:
         """Render the chat, leaving out the oldest exchanges until prompt + answer fit the context."""
         model, turns = running.model, chat["turns"]
-        n_ctx = model.n_ctx
-        minimal = model.prepare(_messages(chat, [], prompt), images)
-        if minimal.n_tokens >= n_ctx:
+        budget = model.n_ctx - options.max_new_tokens
+        full = model.prepare(_messages(chat, turns, prompt), images)
+        if full.n_tokens <= budget:
+            return full  # the usual case: one render
+        minimal = model.prepare(_messages(chat, [], prompt), images) if turns else full
+        if minimal.n_tokens >= model.n_ctx:
             raise ContextLengthExceeded(
-                f"The prompt is {minimal.n_tokens} tokens; the model's context holds {n_ctx}.")
-        budget = n_ctx - options.max_new_tokens
-        full = model.prepare(_messages(chat, turns, prompt), images) if turns else minimal
-        if full.n_tokens <= budget or not turns:
-            return full
+                f"The prompt is {minimal.n_tokens} tokens; the model's context holds {model.n_ctx}.")
         # Fewer exchanges always mean fewer tokens, so search for the most that still fit.
         pairs = len(turns) // 2
-        lo, hi, best = 1, pairs, minimal  # drop lo..hi exchanges
+        lo, hi, best = 1, pairs - 1, minimal  # how many of the oldest exchanges to leave out
         while lo <= hi:
             drop = (lo + hi) // 2
-            candidate = model.prepare(_messages(chat, turns[2 * drop:], prompt), images) if drop < pairs else minimal
+            candidate = model.prepare(_messages(chat, turns[2 * drop:], prompt), images)
             if candidate.n_tokens <= budget:
                 best, hi = candidate, drop - 1
             else:

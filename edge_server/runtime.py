@@ -30,7 +30,6 @@ def release_free_heap() -> None:
 class RunningModel:
     spec: ModelSpec
     model: LoadedModel
-    n_ctx: int
     slot: ModelSlot
     requested: int  # the n_ctx asked for, before capping to the trained context
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -92,7 +91,7 @@ class ModelManager:
                 except (ValueError, RuntimeError, OSError) as exc:
                     log.warning("loading %s failed: %s", spec.name, exc)
                     raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
-                running = RunningModel(spec, model, model.n_ctx, ModelSlot(spec.name, self.settings.queue_size), wanted)
+                running = RunningModel(spec, model, ModelSlot(spec.name, self.settings.queue_size), wanted)
                 self._running[spec.name] = running
                 log.info("running %s", spec.name)
                 return running
@@ -143,7 +142,7 @@ class ModelManager:
         if busy is not None:
             body.update(busy)
         elif running is not None:
-            body.update(state="running", n_ctx=running.n_ctx, queued=running.slot.waiting)
+            body.update(state="running", n_ctx=running.model.n_ctx, queued=running.slot.waiting)
         elif self.store.files(spec) is not None:
             body["state"] = "installed"
         if body["state"] in ("installed", "running"):

@@ -25,12 +25,11 @@ def test_launch_getactive_kill(client):
 def test_n_ctx_defaults_and_cap(client, tiny_app):
     manager = tiny_app.extensions["edge_server"].manager
     client.post("/model/launch", json={"model_name": "tiny"})  # absent: the catalog entry's 512
-    assert manager.get("tiny").n_ctx == 512
+    assert manager.get("tiny").model.n_ctx == 512
     client.post("/model/launch", json={"model_name": "tiny", "n_ctx": -1})
-    assert manager.get("tiny").n_ctx == 512
+    assert manager.get("tiny").model.n_ctx == 512
     client.post("/model/launch", json={"model_name": "tiny", "n_ctx": 100000})
-    assert manager.get("tiny").n_ctx == 4096  # the GGUF says it was trained on 4096
-    assert manager.get("tiny").model.n_ctx == 4096
+    assert manager.get("tiny").model.n_ctx == 4096  # the GGUF says it was trained on 4096
 
 
 def test_relaunch_same_n_ctx_is_noop_other_reloads(client, tiny_app):
@@ -40,7 +39,7 @@ def test_relaunch_same_n_ctx_is_noop_other_reloads(client, tiny_app):
     client.post("/model/launch", json={"model_name": "tiny", "n_ctx": 256})
     assert manager.get("tiny").model is first
     client.post("/model/launch", json={"model_name": "tiny", "n_ctx": 768})
-    assert manager.get("tiny").model is not first and manager.get("tiny").n_ctx == 768
+    assert manager.get("tiny").model is not first and manager.get("tiny").model.n_ctx == 768
     assert client.get("/model/getactive").json == ["tiny"]
 
 
