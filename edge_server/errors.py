@@ -59,6 +59,34 @@ class ModelLoadError(EdgeError):
     status, code = 500, "model_load_failed"
 
 
+class ImageInvalid(EdgeError):
+    status, code = 422, "image_invalid"
+
+
+class ImageTooLarge(EdgeError):
+    status, code = 413, "image_too_large"
+
+
+class TooManyImages(EdgeError):
+    status, code = 413, "too_many_images"
+
+
+class LinkNotAllowed(EdgeError):
+    status, code = 400, "link_not_allowed"
+
+
+class FetchFailed(EdgeError):
+    status, code = 502, "image_fetch_failed"
+
+
+class FetchTimeout(EdgeError):
+    status, code = 504, "image_fetch_timeout"
+
+
+class ClientGone(EdgeError):
+    status, code = 499, "client_disconnected"
+
+
 class CatalogError(Exception):
     """A catalog or models.json entry that cannot be used (raised at start-up)."""
 

@@ -4,24 +4,12 @@ from __future__ import annotations
 import io
 import logging
 
-from .errors import EdgeError
+from .errors import ImageInvalid, ImageTooLarge
 from .settings import Settings
 
 log = logging.getLogger("edge_server.images")
 
 FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
-
-
-class ImageInvalid(EdgeError):
-    status, code = 422, "image_invalid"
-
-
-class ImageTooLarge(EdgeError):
-    status, code = 413, "image_too_large"
-
-
-class TooManyImages(EdgeError):
-    status, code = 413, "too_many_images"
 
 
 def prepare_image(data: bytes, settings: Settings, label: str) -> bytes:

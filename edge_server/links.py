@@ -9,23 +9,10 @@ import socket
 import time
 from urllib.parse import urljoin, urlsplit
 
-from .errors import EdgeError
-from .images import ImageInvalid, ImageTooLarge
+from .errors import FetchFailed, FetchTimeout, ImageInvalid, ImageTooLarge, LinkNotAllowed
 from .settings import Settings
 
 DATA_URI = re.compile(r"^data:(image/[A-Za-z0-9.+-]+)(;[^,]*)?;base64,", re.IGNORECASE)
-
-
-class LinkNotAllowed(EdgeError):
-    status, code = 400, "link_not_allowed"
-
-
-class FetchFailed(EdgeError):
-    status, code = 502, "image_fetch_failed"
-
-
-class FetchTimeout(EdgeError):
-    status, code = 504, "image_fetch_timeout"
 
 
 def decode_data_uri(link: str, settings: Settings, label: str) -> bytes:

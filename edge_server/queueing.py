@@ -5,11 +5,7 @@ import threading
 from collections import deque
 from typing import Callable
 
-from .errors import Busy, EdgeError, ModelNotRunning
-
-
-class ClientGone(EdgeError):
-    status, code = 499, "client_disconnected"
+from .errors import Busy, ClientGone, ModelNotRunning
 
 
 class ModelSlot:

@@ -12,7 +12,8 @@ from gguf_factory import write_tiny_mmproj
 from PIL import Image
 
 from edge_server import links
-from edge_server.images import ImageInvalid, prepare_image
+from edge_server.errors import ImageInvalid
+from edge_server.images import prepare_image
 from edge_server.settings import build_settings
 
 

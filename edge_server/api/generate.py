@@ -4,8 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from ..chats import check_chat_id
-from ..errors import InvalidRequest
-from ..images import ImageInvalid, TooManyImages, prepare_image
+from ..errors import ImageInvalid, InvalidRequest, TooManyImages
+from ..images import prepare_image
 from ..links import load_link
 from . import edge
 from .validation import field, form_body, generation_options, json_body, model_name
