@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import io
-import logging
 
 from .errors import ImageInvalid, ImageTooLarge
 from .settings import Settings
-
-log = logging.getLogger("edge_server.images")
 
 FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 
