@@ -241,3 +241,19 @@ def test_chat_store_unit(tmp_path):
     assert store.get("m", "c")["turns"][0] == {"role": "user", "content": "q", "images": 2}
     store.delete_model("m")
     assert store.get("m", "c")["turns"] == [] and not (tmp_path / "m").exists()
+
+
+def test_follow_up_turns_reuse_the_cached_prefix(running, tiny_app):
+    """Turn 2 evaluates only what is new, not the whole chat again."""
+    llm = tiny_app.extensions["edge_server"].manager.get("tiny").model.llm
+    evaluated = []
+    original = llm.eval
+    llm.eval = lambda tokens: (evaluated.append(len(tokens)), original(tokens))[1]
+    ask(running, "first question " * 5, max_new_tokens=20)
+    first_prompt = evaluated[0]
+    evaluated.clear()
+    ask(running, "second", max_new_tokens=20)
+    model = tiny_app.extensions["edge_server"].manager.get("tiny").model
+    full = model.prepare([{"role": t["role"], "content": t["content"]} for t in history(running)["turns"][:3]])
+    assert first_prompt > 80 and full.n_tokens > first_prompt + 20
+    assert evaluated[0] < full.n_tokens - first_prompt, (evaluated[0], full.n_tokens)

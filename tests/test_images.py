@@ -266,3 +266,19 @@ def test_intake_orients_converts_and_shrinks():
     assert Image.open(io.BytesIO(prepare_image(rgba.getvalue(), settings, "png"))).mode == "RGB"
     with pytest.raises(ImageInvalid):
         prepare_image(b"GIF89a" + b"\0" * 10, settings, "junk")
+
+
+def test_redirects_are_bounded(vision):
+    site = ImageSite(redirect_to="/redirect")  # a loop
+    try:
+        r = ask_images(vision(allow_private_links=True, link_max_redirects=3), links=[f"{site.url}/redirect"])
+        assert r.status_code == 502 and r.json["code"] == "image_fetch_failed" and "redirects" in r.json["detail"]
+        assert len(site.hits) == 4
+    finally:
+        site.close()
+
+
+def test_bmp_and_webp_uploads(vision):
+    client = vision()
+    r = ask_images(client, files=[("a.bmp", image_bytes("BMP")), ("b.webp", image_bytes("WEBP"))])
+    assert r.status_code == 200 and r.get_data(as_text=True)
