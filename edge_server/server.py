@@ -15,7 +15,9 @@ def make_server(app, settings, **overrides):
         host=settings.host, port=settings.port, threads=settings.threads,
         # Lets waitress notice a client that hung up mid-stream, so generation stops.
         channel_request_lookahead=1,
-        max_request_body_size=settings.max_body_bytes,
+        # Flask refuses bodies over max_body_bytes with our JSON error; waitress' own (plain text)
+        # limit is only a backstop above it.
+        max_request_body_size=2 * settings.max_body_bytes,
         ident="edge-server",
     )
     return create_server(app, **{**options, **overrides})

@@ -157,3 +157,17 @@ def test_client_leaving_the_queue_frees_its_place(slow_live):
     first.close()
     turns = requests.get(f"{slow_live.url}/chat/getchathistory", params={"model_name": "slow", "chat_id": "w"}).json()
     assert turns["turns"] == []
+
+
+def test_oversized_body_through_waitress_is_a_json_error(make_app, tiny_gguf):
+    app = make_app({"tiny": {"path": str(tiny_gguf)}}, max_body_bytes=10_000)
+    server = LiveServer(app)
+    try:
+        r = requests.post(f"{server.url}/generate/fromtext", data=b"x" * 15_000,
+                          headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["code"] == "request_too_large"
+        # Past twice the limit waitress stops reading by itself (plain text), so no huge body is spooled.
+        r = requests.post(f"{server.url}/generate/fromtext", data=b"x" * 50_000)
+        assert r.status_code == 413
+    finally:
+        server.close()
