@@ -4,7 +4,8 @@ llama.cpp computes with an OpenMP team per calling thread. Each live thread that
 keeps its team, and once the teams hold more threads than there are cores, libgomp stops
 spinning at barriers and every token pays futex wake-ups: on 2 cores a stream run from a
 second thread was 30 times slower. So no request thread computes; they hand their streams to
-this thread and read the pieces back, and streams of different models still interleave.
+this thread and read the pieces back, and streams of different models still interleave, a
+token each in turn (a long prompt being read holds the others for that long).
 """
 from __future__ import annotations
 
