@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pull":
         try:
             spec = edge.manager.spec(args.model_name)
-            files = edge.store.download(spec, show_bar=True)
+            files = edge.store.download(spec)
         except EdgeError as exc:
             print(f"edge-server: {exc.detail}", file=sys.stderr)
             return 1

@@ -34,9 +34,6 @@ def _progress_bar_class(report: Progress):
             self.n += n
             report(self.n, self.total)
 
-        def update_transfer(self, n):  # huggingface_hub calls it when present; bytes are counted in update
-            pass
-
         def __enter__(self):
             return self
 
@@ -112,8 +109,11 @@ class ModelStore:
         files = self.files(spec)
         return sum(p.stat().st_size for p in (files.model, files.mmproj) if p) if files else 0
 
-    def download(self, spec: ModelSpec, progress: Progress | None = None, show_bar: bool = False) -> ModelFiles:
-        """Fetch missing files (resuming partial ones) and return them; reuse complete files."""
+    def download(self, spec: ModelSpec, progress: Progress | None = None) -> ModelFiles:
+        """Fetch missing files (resuming partial ones) and return them; reuse complete files.
+
+        With `progress`, byte counts go there; without it huggingface_hub draws its own bar (`pull`).
+        """
         existing = self.files(spec)
         if existing or spec.is_local:
             if existing is None:
@@ -129,7 +129,7 @@ class ModelStore:
                 continue
             log.info("downloading %s: %s/%s", spec.name, spec.repo_id, filename)
             bar = None
-            if progress and not show_bar:
+            if progress:
                 base = done
                 bar = _progress_bar_class(lambda n, total, base=base: progress(base + n, total and base + total))
             try:

@@ -136,7 +136,10 @@ def test_write_killed_by_sigkill_leaves_old_file(tmp_path):
             "    write_atomically(Path(sys.argv[1]), {'system_prompt': None, 'turns': "
             "[{'role': 'user', 'content': str(i) * 20000}]})\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(path)])
-    time.sleep(1.0)
+    deadline = time.time() + 30
+    while not json.loads(path.read_text())["turns"] and time.time() < deadline:
+        time.sleep(0.05)  # wait for the writer's first rewrite
+    time.sleep(0.3)
     proc.kill()
     proc.wait()
     content = json.loads(path.read_text())["turns"][0]["content"]

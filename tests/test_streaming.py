@@ -42,7 +42,7 @@ def test_queue_serves_in_order_and_refuses_past_its_length(slow_live):
     results, lock = {}, threading.Lock()
 
     def client(i):
-        r = post_stream(slow_live.url, model_name="slow", prompt=f"client {i}", max_new_tokens=150, chat_id=f"c{i}")
+        r = post_stream(slow_live.url, model_name="slow", prompt=f"client {i}", max_new_tokens=250, chat_id=f"c{i}")
         body = r.content
         with lock:
             results[i] = (r.status_code, time.perf_counter(), body, r.headers.get("Retry-After"))
@@ -51,7 +51,7 @@ def test_queue_serves_in_order_and_refuses_past_its_length(slow_live):
     for i in range(3):
         threads.append(threading.Thread(target=client, args=(i,)))
         threads[-1].start()
-        time.sleep(0.15)  # a known arrival order
+        time.sleep(0.25)  # a known arrival order
     refused = post_stream(slow_live.url, model_name="slow", prompt="one too many", max_new_tokens=5)
     assert refused.status_code == 503
     assert refused.json()["code"] == "busy" and refused.headers["Retry-After"]
@@ -120,7 +120,10 @@ def test_streams_never_take_the_last_workers(make_app, slow_gguf):
             server.url, model_name="slow", prompt=f"s{i}", max_new_tokens=200, chat_id=f"s{i}"))) for i in range(2)]
         for opener in openers:
             opener.start()
-        time.sleep(0.3)  # one streams, one waits in the queue
+        deadline = time.time() + 10
+        while time.time() < deadline and requests.get(
+                f"{server.url}/model/status", params={"model_name": "slow"}).json()["queued"] != 1:
+            time.sleep(0.05)  # one streams, one waits in the queue
         refused = post_stream(server.url, model_name="slow", prompt="third", max_new_tokens=5)
         assert refused.status_code == 503 and refused.json()["code"] == "busy"
         t = time.perf_counter()
