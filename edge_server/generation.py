@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from typing import Callable, Iterator
 
 from .backends import VISION, GenerationOptions, Prepared
@@ -64,7 +65,7 @@ class Answer:
         self._gen, self._running, self._chat_id, self._prompt = generator, running, chat_id, prompt
         self._abandoned, self._n_images = abandoned, n_images
         self._parts: list[str] = []
-        self._ready: list[str] = []  # the first piece, computed before the response starts
+        self._first: str | None = None  # computed before the response starts
         self._finished = False
         self._started = time.perf_counter()
         self._chunks = self._produce(prepared, options)
@@ -75,7 +76,7 @@ class Answer:
     def prime(self) -> None:
         """Compute the first piece now, so a failing prompt (too long, bad image) gets a real status."""
         try:
-            self._ready.append(next(self._chunks))
+            self._first = next(self._chunks)
         except StopIteration:
             pass
         except BaseException as exc:
@@ -83,8 +84,9 @@ class Answer:
             raise _as_edge_error(exc) from exc
 
     def __next__(self) -> str:
-        if self._ready:
-            return self._ready.pop()
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
         try:
             return next(self._chunks)
         except StopIteration:
@@ -151,18 +153,13 @@ class Generator:
         """Queue for the model and render the chat; errors raise here, before any byte is streamed."""
         abandoned = abandoned or (lambda: False)
         running = self.require(model_name, vision=bool(images))
-        self.limit.take()
-        try:
+        with ExitStack() as undo:  # if anything below fails, give back what was taken
+            self.limit.take()
+            undo.callback(self.limit.give_back)
             running.slot.acquire(abandoned)
-        except BaseException:
-            self.limit.give_back()
-            raise
-        try:
+            undo.callback(running.slot.release)
             prepared = self._fit(running, self.chats.get(running.spec.name, chat_id), prompt, options, images)
-        except BaseException:
-            running.slot.release()
-            self.limit.give_back()
-            raise
+            undo.pop_all()  # from here on the Answer gives them back when it closes
         answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()))
         answer.prime()
         return answer
