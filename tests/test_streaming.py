@@ -100,12 +100,14 @@ def test_kill_during_stream_ends_it_cleanly(slow_live):
 def test_different_models_generate_at_the_same_time(slow_live):
     assert requests.post(f"{slow_live.url}/model/launch", json={"model_name": "tiny"}).status_code == 200
     r = post_stream(slow_live.url, model_name="slow", prompt="busy", max_new_tokens=500)
-    next(r.iter_content(chunk_size=None))
+    busy = r.iter_content(chunk_size=None)  # kept: a dropped iterator makes urllib3 hang up
+    next(busy)
     t = time.perf_counter()
     other = requests.post(f"{slow_live.url}/generate/fromtext",
                           json={"model_name": "tiny", "prompt": "quick", "max_new_tokens": 5}, timeout=10)
     assert other.status_code == 200 and other.content
     assert time.perf_counter() - t < 1.5
+    assert next(busy)  # the slow stream went on meanwhile
     r.close()
 
 
@@ -140,7 +142,10 @@ def test_streams_never_take_the_last_workers(make_app, slow_gguf):
 
 def test_client_leaving_the_queue_frees_its_place(slow_live):
     first = post_stream(slow_live.url, model_name="slow", prompt="long", max_new_tokens=400)
-    next(first.iter_content(chunk_size=None))
+    # Keep the iterator: dropping it makes urllib3 close the connection, which ends this stream and
+    # would let the queued request in instead of testing that it left.
+    first_chunks = first.iter_content(chunk_size=None)
+    next(first_chunks)
 
     def queued():
         return requests.get(f"{slow_live.url}/model/status", params={"model_name": "slow"}).json()["queued"]
@@ -157,6 +162,7 @@ def test_client_leaving_the_queue_frees_its_place(slow_live):
     while queued() != 0 and time.time() < deadline:
         time.sleep(0.05)
     assert queued() == 0
+    assert next(first_chunks)  # the first stream is still going: the place was freed by the leaver
     first.close()
     turns = requests.get(f"{slow_live.url}/chat/getchathistory", params={"model_name": "slow", "chat_id": "w"}).json()
     assert turns["turns"] == []
