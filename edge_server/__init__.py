@@ -13,6 +13,8 @@ from .chats import ChatStore
 from .errors import register_error_handlers
 from .generation import Generator
 from .runtime import ModelManager
+from .security import install as install_guard
+from .security import resolve_api_key
 from .settings import Settings, build_settings
 from .store import ModelStore
 
@@ -29,12 +31,13 @@ class EdgeServer:
     manager: ModelManager
     chats: ChatStore
     generator: Generator
+    api_key: str | None  # what clients must send; None: no key needed (loopback or --no-auth)
 
 
 def create_app(config: Settings | dict | None = None, registry: BackendRegistry | None = None) -> Flask:
     """Build the app: settings from defaults < EDGE_* environment < `config`."""
     settings = config if isinstance(config, Settings) else build_settings(config)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static route until there are files to serve
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
 
@@ -42,17 +45,14 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
     store = ModelStore(settings)
     manager = ModelManager(settings, catalog, store, registry or build_registry(settings.full))
     chats = ChatStore(settings.chats_dir)
+    api_key = resolve_api_key(settings)
     app.extensions["edge_server"] = EdgeServer(settings, catalog, store, manager, chats,
-                                               Generator(settings, manager, chats))
+                                               Generator(settings, manager, chats), api_key)
 
     register_error_handlers(app)
-    from .api import chat, generate, model
-
-    for module in (model, generate, chat):
-        app.register_blueprint(module.bp)
 
     @app.before_request
-    def _start_timer():
+    def _start_timer():  # before the guard, so refused requests are timed too
         g.started = time.perf_counter()
 
     @app.after_request
@@ -61,4 +61,10 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
         log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, took)
         return response
 
+    install_guard(app, settings, api_key)
+    from .api import chat, generate, model, pages
+
+    for module in (model, generate, chat, pages):
+        app.register_blueprint(module.bp)
+    app.register_blueprint(pages.docs_blueprint())
     return app

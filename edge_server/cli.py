@@ -1,4 +1,4 @@
-"""The `edge-server` command: serve (the default), pull and list."""
+"""The `edge-server` command: serve (the default), pull, list and key."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 
 from .errors import CatalogError, EdgeError
 
-COMMANDS = ("serve", "pull", "list")
+COMMANDS = ("serve", "pull", "list", "key")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,6 +19,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--threads", type=int, help="waitress worker threads (EDGE_THREADS, default 12)")
     common.add_argument("--full", action="store_true", default=None,
                         help="full mode: heavy torch backends from plugins (EDGE_FULL_MODE)")
+    common.add_argument("--api-key", help="key clients must send as 'Authorization: Bearer <key>' (EDGE_API_KEY; "
+                                          "off loopback a random one is kept in <data-dir>/api_key)")
+    common.add_argument("--no-auth", action="store_true", default=None,
+                        help="serve a non-loopback address with no key at all (EDGE_NO_AUTH)")
+    common.add_argument("--allowed-hosts", help="extra Host names to accept, comma-separated (EDGE_ALLOWED_HOSTS)")
+    common.add_argument("--cors-origins", help="browser origins allowed to call the API, comma-separated; '*' for any "
+                                               "(EDGE_CORS_ORIGINS, default none)")
     common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     parser = argparse.ArgumentParser(prog="edge-server", parents=[common],
                                      description="Run GGUF language models on a phone or a Pi, over HTTP.")
@@ -27,7 +34,26 @@ def _parser() -> argparse.ArgumentParser:
     pull = sub.add_parser("pull", parents=[common], help="download a model into the store")
     pull.add_argument("model_name")
     sub.add_parser("list", parents=[common], help="list the catalog: installed, size, running")
+    key = sub.add_parser("key", parents=[common], help="print the API key kept in the data dir (made if missing)")
+    key.add_argument("--rotate", action="store_true", help="replace it with a new random key (restart the server)")
     return parser
+
+
+def _key(overrides: dict, rotate: bool) -> int:
+    from .security import read_or_create_key
+    from .settings import build_settings
+
+    settings = build_settings(overrides)
+    if settings.api_key:
+        if rotate:
+            print("edge-server: the key is set by --api-key or EDGE_API_KEY; change it there.", file=sys.stderr)
+            return 2
+        print(settings.api_key)
+        return 0
+    print(read_or_create_key(settings.key_file, rotate=rotate))
+    if rotate:
+        print("A new key is kept in the data dir; restart the server to use it.", file=sys.stderr)
+    return 0
 
 
 def _human(size) -> str:
@@ -46,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
-                 "full": args.full}
+                 "full": args.full, "api_key": args.api_key, "no_auth": args.no_auth,
+                 "allowed_hosts": args.allowed_hosts, "cors_origins": args.cors_origins}
+    if args.command == "key":
+        return _key(overrides, args.rotate)
     from . import create_app
 
     try:
@@ -77,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_catalog(edge) -> None:
-    running = _running_models(edge.settings)
+    running = _running_models(edge.settings, edge.api_key)
     print(f"{'NAME':<18} {'KIND':<9} {'INSTALLED':<9} {'RUNNING':<7} {'SIZE':>8}  {'MODE':<5}  DESCRIPTION")
     for spec in edge.catalog:
         installed = "yes" if edge.store.files(spec) else "no"
@@ -86,12 +115,13 @@ def _print_catalog(edge) -> None:
               f"{'heavy' if spec.heavy else 'lite':<5}  {spec.description}")
 
 
-def _running_models(settings) -> set[str]:
+def _running_models(settings, api_key: str | None) -> set[str]:
     """Ask a server on the configured address which models it runs; none if no server answers."""
     import requests
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        return set(requests.get(f"http://{host}:{settings.port}/model/getactive", timeout=1).json())
+        return set(requests.get(f"http://{host}:{settings.port}/model/getactive", headers=headers, timeout=1).json())
     except (requests.RequestException, ValueError, TypeError):
         return set()

@@ -25,7 +25,11 @@ def make_server(app, settings, **overrides):
 
 def serve(app, settings) -> None:
     """Serve until Ctrl-C or SIGTERM, then end the streams and free every model."""
-    manager = app.extensions["edge_server"].manager
+    from .lan import announce
+    from .security import is_loopback
+
+    edge = app.extensions["edge_server"]
+    manager = edge.manager
 
     def _stop(signum, frame):
         manager.stop_streams()
@@ -36,6 +40,10 @@ def serve(app, settings) -> None:
     server = make_server(app, settings)
     log.info("edge-server on http://%s:%s (data: %s, threads: %d, full mode: %s)", settings.host,
              server.effective_port, settings.data_dir, settings.threads, settings.full)
+    if edge.api_key is None and not is_loopback(settings.host):
+        log.warning("--no-auth: anyone on your network can use this server, download models and read chats")
+    if not is_loopback(settings.host):
+        announce(settings.host, server.effective_port, edge.api_key)
     try:
         server.run()
     finally:

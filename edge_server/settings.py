@@ -39,6 +39,10 @@ class Settings:
     allow_private_links: bool = False  # let image links point at loopback/LAN addresses
     link_timeout: float = 10.0  # seconds to connect, and between bytes, when fetching an image link
     link_max_redirects: int = 3  # redirects followed for one image link
+    api_key: str | None = None  # clients send it as "Authorization: Bearer <key>"; None: see security.resolve_api_key
+    no_auth: bool = False  # serve a non-loopback address without any key, knowingly
+    allowed_hosts: str = ""  # extra Host names accepted, comma-separated ("*": any); IPs and localhost always are
+    cors_origins: str = ""  # origins allowed to call from a browser, comma-separated ("*" only if written)
 
     @property
     def models_dir(self) -> Path:
@@ -47,6 +51,10 @@ class Settings:
     @property
     def chats_dir(self) -> Path:
         return Path(self.data_dir) / "chats"
+
+    @property
+    def key_file(self) -> Path:
+        return Path(self.data_dir) / "api_key"
 
     @property
     def max_streams(self) -> int:

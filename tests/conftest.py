@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_hub import FakeHub  # noqa: E402
-from gguf_factory import write_tiny_llama  # noqa: E402
+from gguf_factory import write_tiny_llama, write_tiny_mmproj  # noqa: E402
 
 from edge_server import create_app  # noqa: E402
 from edge_server.server import make_server  # noqa: E402
@@ -37,6 +37,11 @@ def gemma_gguf() -> Path:
     if not target.exists():
         gemma.assemble(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def tiny_mmproj(tmp_path_factory):
+    return write_tiny_mmproj(tmp_path_factory.mktemp("models") / "tiny-mmproj.gguf")
 
 
 @pytest.fixture
@@ -130,3 +135,55 @@ def slow_live(make_app, slow_gguf, tiny_gguf):
     server = LiveServer(app)
     yield server
     server.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m edge_server` as a user starts it, on a free loopback port, with its output in a file."""
+
+    def __init__(self, data_dir: Path, models: dict, *args: str, env: dict | None = None):
+        import subprocess
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "models.json").write_text(json.dumps(models))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "HF_"))}
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge_server", "--port", str(self.port),
+                                      "--data-dir", str(data_dir), *args], env={**base, **(env or {})},
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait()
+
+    def _wait(self):
+        import time
+
+        import requests
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                requests.get(f"{self.url}/health", timeout=1)
+                return
+            except requests.ConnectionError:
+                assert self.proc.poll() is None and time.time() < deadline, self.output()
+                time.sleep(0.1)
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        finally:
+            self.proc.kill()
+            self._log.close()

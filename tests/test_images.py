@@ -8,7 +8,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from gguf_factory import write_tiny_mmproj
 from PIL import Image
 
 from edge_server import links
@@ -25,11 +24,6 @@ def image_bytes(fmt="PNG", size=(64, 48), color=(200, 30, 30), **save) -> bytes:
 
 def data_uri(data: bytes, kind="png") -> str:
     return f"data:image/{kind};base64," + base64.b64encode(data).decode()
-
-
-@pytest.fixture(scope="session")
-def tiny_mmproj(tmp_path_factory):
-    return write_tiny_mmproj(tmp_path_factory.mktemp("models") / "tiny-mmproj.gguf")
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_queue_serves_in_order_and_refuses_past_its_length(slow_live):
 def test_disconnect_frees_the_model_quickly(slow_live):
     with socket.create_connection(("127.0.0.1", int(slow_live.url.rsplit(":", 1)[1]))) as sock:
         body = b'{"model_name": "slow", "prompt": "long one", "max_new_tokens": 900, "temperature": 0}'
-        sock.sendall(b"POST /generate/fromtext HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /generate/fromtext HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         assert b"200 OK" in sock.recv(4096)
         time.sleep(0.3)
@@ -152,7 +152,7 @@ def test_client_leaving_the_queue_frees_its_place(slow_live):
 
     with socket.create_connection(("127.0.0.1", int(slow_live.url.rsplit(":", 1)[1]))) as sock:
         body = b'{"model_name": "slow", "prompt": "waiting", "chat_id": "w"}'
-        sock.sendall(b"POST /generate/fromtext HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /generate/fromtext HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         deadline = time.time() + 5
         while queued() != 1 and time.time() < deadline:

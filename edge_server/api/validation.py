@@ -10,7 +10,7 @@ REQUIRED = object()
 
 
 def json_body() -> dict:
-    """Parse the body as a JSON object whatever the Content-Type says (FastAPI clients vary)."""
+    """Parse the body as a JSON object (the guard in security.py has already checked its Content-Type)."""
     if not request.get_data(cache=True):
         return {}
     body = request.get_json(force=True, silent=True)

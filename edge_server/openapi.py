@@ -1,0 +1,214 @@
+"""The OpenAPI 3.1 document of every route: the spec's eight endpoints and all added since.
+
+Written as data rather than derived from the views: the server has no schema library (pydantic does
+not build in Termux), and a test keeps this document and Flask's URL map equal.
+"""
+from __future__ import annotations
+
+import re
+from functools import cache
+
+# Every error code the server answers, with its status. Operations list the codes they can answer.
+CODES = {
+    "invalid_request": 422, "unauthorized": 401, "host_not_allowed": 403, "origin_not_allowed": 403,
+    "unsupported_media_type": 415, "request_too_large": 413, "internal_error": 500, "not_found": 404,
+    "model_not_found": 404, "model_not_running": 404, "model_not_installed": 404,
+    "full_mode_required": 400, "backend_unavailable": 400, "model_load_failed": 500,
+    "hub_not_found": 502, "hub_unreachable": 502, "hub_offline": 502, "hub_unauthorized": 502, "hub_timeout": 504,
+    "busy": 503, "context_length_exceeded": 400, "generation_failed": 500, "model_not_multimodal": 400,
+    "image_invalid": 422, "image_too_large": 413, "too_many_images": 413, "link_not_allowed": 400,
+    "image_fetch_failed": 502, "image_fetch_timeout": 504,
+}
+_ALWAYS = ("host_not_allowed", "internal_error")
+_GUARDED = ("unauthorized", "origin_not_allowed")  # operations that need the key
+_BODY = ("invalid_request", "unsupported_media_type", "request_too_large")
+_HUB = ("hub_not_found", "hub_unreachable", "hub_offline", "hub_unauthorized", "hub_timeout")
+_STREAM = ("model_not_found", "model_not_running", "busy", "context_length_exceeded", "generation_failed")
+
+_STATUS_TEXT = {400: "The request cannot be served as asked", 401: "Missing or wrong API key",
+                403: "Refused: Host or Origin not allowed", 404: "Not found", 413: "Too large",
+                415: "The body is not JSON (or multipart where uploads are taken)",
+                422: "The body or a parameter does not validate", 500: "Server error",
+                502: "An upstream (the hub, an image link) failed", 503: "Busy: retry after Retry-After",
+                504: "An upstream (the hub, an image link) did not answer in time"}
+
+MODEL_NAME = {"type": "string", "minLength": 1, "description": "A catalog name (GET /model/getavailabletodownload).",
+              "examples": ["gemma-3-270m-it"]}
+CHAT_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "default": "default",
+           "description": "Which of the model's chats; each keeps its own history."}
+NULL = {"description": "Done", "content": {"application/json": {"schema": {"type": "null"}}}}
+STREAM = {"description": "The answer, streamed token by token as chunked UTF-8 text",
+          "content": {"text/plain": {"schema": {"type": "string"}}}}
+STRINGS = {"type": "array", "items": {"type": "string"}}
+
+OPTIONS = {
+    "max_new_tokens": {"type": "integer", "minimum": 1, "default": 512, "description": "Tokens to generate at most."},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 5, "default": 0.7, "description": "0 is greedy."},
+    "top_p": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.95},
+    "top_k": {"type": "integer", "minimum": 0, "default": 40},
+    "repeat_penalty": {"type": "number", "minimum": 0, "maximum": 10, "default": 1.1},
+    "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 2},
+    "stop": {"description": "Strings that end the answer.",
+             "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}]},
+    "chat_id": CHAT_ID,
+}
+
+
+def _nullable(schema: dict) -> dict:
+    """An optional field may also be sent as null, meaning absent (as FastAPI clients do)."""
+    if isinstance(schema.get("type"), str):
+        return {**schema, "type": [schema["type"], "null"]}
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [*schema["anyOf"], {"type": "null"}]}
+    return schema
+
+
+def _object(required: list[str], **properties) -> dict:
+    return {"type": "object", "required": required,
+            "properties": {k: v if k in required else _nullable(v) for k, v in properties.items()}}
+
+
+def _json(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, schema: dict, required: bool = True) -> dict:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+def _errors(codes) -> dict:
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(CODES[code], []).append(code)
+    responses = {}
+    for status, names in sorted(by_status.items()):
+        schema = {"allOf": [{"$ref": "#/components/schemas/Error"}, {"properties": {"code": {"enum": sorted(names)}}}]}
+        responses[str(status)] = {"description": _STATUS_TEXT[status], "content": {"application/json": {"schema": schema}}}
+    if "busy" in codes:
+        responses["503"]["headers"] = {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait"}}
+    return responses
+
+
+def _op(tag: str, summary: str, ok: dict, codes=(), *, body: dict | None = None, params=(), public=False,
+        description: str = "") -> dict:
+    codes = _ALWAYS + (() if public else _GUARDED) + (_BODY if body else ()) + tuple(codes)
+    if params and not body:
+        codes += ("invalid_request",)
+    op = {"tags": [tag], "summary": summary, "responses": {"200": ok, **_errors(dict.fromkeys(codes))}}
+    if description:
+        op["description"] = description
+    if body:
+        op["requestBody"] = body
+    if params:
+        op["parameters"] = list(params)
+    if public:
+        op["security"] = []
+    return op
+
+
+def _paths() -> dict:
+    named = _json(_object(["model_name"], model_name=MODEL_NAME))
+    by_name = _query("model_name", MODEL_NAME)
+    text_body = _object(["model_name", "prompt"], model_name=MODEL_NAME, prompt={"type": "string"}, **OPTIONS)
+    image_json = _object(["model_name", "prompt", "image_links"], model_name=MODEL_NAME, prompt={"type": "string"},
+                         image_links={**STRINGS, "description": "http(s) URLs or data:image/...;base64, URIs"},
+                         **OPTIONS)
+    image_form = _object(["model_name", "prompt"], model_name=MODEL_NAME, prompt={"type": "string"},
+                         image_files={"type": "array", "items": {"type": "string", "contentMediaType": "image/*"}},
+                         image_links=STRINGS, **{k: v for k, v in OPTIONS.items() if k != "stop"},
+                         stop={"type": "array", "items": {"type": "string", "minLength": 1}})
+    image_errors = _STREAM + ("model_not_multimodal", "image_invalid", "image_too_large", "too_many_images",
+                              "link_not_allowed", "image_fetch_failed", "image_fetch_timeout")
+    status = _object(["model_name", "state", "bytes_done", "bytes_total"], model_name={"type": "string"},
+                     state={"enum": ["absent", "downloading", "loading", "installed", "running"]},
+                     bytes_done={"type": ["integer", "null"]}, bytes_total={"type": ["integer", "null"]},
+                     n_ctx={"type": "integer"}, queued={"type": "integer"})
+    turn = _object(["role", "content"], role={"enum": ["user", "assistant"]}, content={"type": "string"},
+                   images={"type": "integer"})
+    history = _object(["model_name", "chat_id", "system_prompt", "turns"], model_name={"type": "string"},
+                      chat_id={"type": "string"}, system_prompt={"type": ["string", "null"]},
+                      turns={"type": "array", "items": turn})
+    heavy = {"description": "Whether it needs full mode", "content": {"application/json": {
+        "schema": _object(["is_heavy"], is_heavy={"type": "boolean"})}}}
+    html = {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+    listing = {"description": "Model names", "content": {"application/json": {"schema": STRINGS}}}
+    return {
+        "/model/launch": {"post": _op(
+            "models", "Download (if needed) and start a model", NULL,
+            ("model_not_found", "full_mode_required", "backend_unavailable", "model_load_failed") + _HUB,
+            body=_json(_object(["model_name"], model_name=MODEL_NAME, n_ctx={
+                "description": "Context size in tokens; -1 or absent: the model's default (capped at its trained "
+                               "context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16}]})))},
+        "/model/kill": {"delete": _op("models", "Stop a running model and free its memory", NULL,
+                                      ("model_not_found", "model_not_running"), body=named)},
+        "/model/delete": {"delete": _op(
+            "models", "Stop a model, delete its downloaded files and its chats", NULL,
+            ("model_not_found", "model_not_installed"), body=named,
+            description="A model given by a local `path` keeps its file; only its chats go.")},
+        "/model/getactive": {"get": _op("models", "Names of the running models", listing)},
+        "/model/getavailabletodownload": {"get": _op("models", "Names that can be launched in this mode", listing)},
+        "/model/ismodelheavy": {
+            "get": _op("models", "Whether a model needs full mode", heavy, ("model_not_found",), params=[by_name]),
+            "post": _op("models", "Whether a model needs full mode", heavy, ("model_not_found",), body=named)},
+        "/model/status": {"get": _op("models", "A model's state: absent, downloading (with bytes), loading, "
+                                     "installed or running", {"description": "The state", "content": {
+                                         "application/json": {"schema": status}}},
+                                     ("model_not_found",), params=[by_name])},
+        "/generate/fromtext": {"post": _op(
+            "generate", "Answer a prompt in the model's chat, streamed", STREAM, _STREAM, body=_json(text_body))},
+        "/generate/fromimagetext": {"post": _op(
+            "generate", "Answer a prompt about images, streamed (vision models)", STREAM, image_errors,
+            body={"required": True, "content": {"application/json": {"schema": image_json},
+                                                "multipart/form-data": {"schema": image_form}}})},
+        "/chat/clearchat": {"delete": _op("chat", "Forget a chat's turns (the system prompt stays)", NULL,
+                                          ("model_not_found",), body=_json(_object(
+                                              ["model_name"], model_name=MODEL_NAME, chat_id=CHAT_ID)))},
+        "/chat/addsystemprompt": {"post": _op("chat", "Set or replace a chat's system prompt", NULL,
+                                              ("model_not_found",),
+                                              body=_json(_object(["model_name", "system_prompt"],
+                                                                 model_name=MODEL_NAME, chat_id=CHAT_ID,
+                                                                 system_prompt={"type": "string"})))},
+        "/chat/getchathistory": {"get": _op("chat", "A chat so far", {"description": "The chat", "content": {
+            "application/json": {"schema": history}}}, ("model_not_found",),
+            params=[by_name, _query("chat_id", CHAT_ID, required=False)])},
+        "/health": {"get": _op("server", "Liveness: the server answers", {"description": "Alive", "content": {
+            "application/json": {"schema": _object(["status", "version"], status={"const": "ok"},
+                                                   version={"type": "string"})}}}, public=True)},
+        "/": {"get": _op("server", "The web page", html, public=True)},
+        "/openapi.json": {"get": _op("server", "This document", {"description": "OpenAPI 3.1", "content": {
+            "application/json": {"schema": {"type": "object"}}}}, public=True)},
+        "/docs/": {"get": _op("server", "Swagger UI over this document", html, public=True)},
+        "/docs/{path}": {"get": _op("server", "Swagger UI's assets", {"description": "A file", "content": {
+            "*/*": {"schema": {}}}}, ("not_found",), public=True,
+            params=[{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}])},
+    }
+
+
+def _with_operation_ids(paths: dict) -> dict:
+    """Name each operation after its method and path (get_model_getactive), as Swagger UI would."""
+    for path, operations in paths.items():
+        for method, op in operations.items():
+            op["operationId"] = f"{method}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_') or 'root'}"
+    return paths
+
+
+@cache
+def document(version: str) -> dict:
+    """The whole document (built once; it does not depend on settings)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "edge-server", "version": version,
+                 "description": "Run quantized language models on a phone or a Raspberry Pi. Errors are "
+                                "`{\"detail\", \"code\"}`. Off loopback every operation but the public pages needs "
+                                "the API key: press Authorize and paste it (`edge-server key` prints it)."},
+        "tags": [{"name": "models"}, {"name": "generate"}, {"name": "chat"}, {"name": "server"}],
+        "paths": _with_operation_ids(_paths()),
+        "components": {
+            "schemas": {"Error": _object(["detail", "code"], detail={"type": "string"}, code={"type": "string"})},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+    }

@@ -1,0 +1,150 @@
+"""Who may call the API: the key, Host and Origin checks, body types and CORS, in one before_request layer.
+
+A browser on the phone itself talks to loopback, so the cross-site checks hold even without a key: a
+hostile page can send a "simple" POST (text/plain or a form) with no CORS preflight, and a page whose
+own domain resolves to this server (DNS rebinding) can read answers unless the Host is checked.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+from pathlib import Path
+
+from flask import Flask, request
+
+from .errors import EdgeError
+from .settings import Settings
+
+log = logging.getLogger("edge_server.security")
+
+# Reachable without the key: the page, its assets, the docs, the document and the liveness answer.
+PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json"})
+PUBLIC_PREFIXES = ("/docs", "/static/")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+JSON_TYPES = frozenset({"", "application/json"})  # no Content-Type: FastAPI clients sometimes send none
+UPLOAD_ENDPOINTS = frozenset({"generate.fromimagetext"})  # where the spec has file uploads (multipart)
+
+
+class Unauthorized(EdgeError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, detail: str):
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_or_create_key(path: Path, rotate: bool = False) -> str:
+    """Return the key kept in `path` (mode 0600), making a new random one if there is none or on rotate."""
+    if not rotate:
+        try:
+            key = path.read_text().strip()
+            if key:
+                return key
+        except FileNotFoundError:
+            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(24)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(tmp, 0o600)  # in case the file was there with a wider mode
+    os.replace(tmp, path)
+    return key
+
+
+def resolve_api_key(settings: Settings) -> str | None:
+    """The key clients must send: the configured one; else, off loopback, the one kept in the data dir."""
+    if settings.api_key:
+        return settings.api_key
+    if settings.no_auth or is_loopback(settings.host):
+        return None
+    return read_or_create_key(settings.key_file)
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _hostname(host_header: str) -> str:
+    """The name or address in a Host header, without its port."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+class Guard:
+    """The checks every request passes before its view runs."""
+
+    def __init__(self, settings: Settings, api_key: str | None):
+        self.api_key = api_key
+        self.cors_origins = [o.rstrip("/") for o in _split(settings.cors_origins)]
+        own = socket.gethostname().lower()
+        names = {"localhost", own, own.split(".")[0] + ".local", *(h.lower() for h in _split(settings.allowed_hosts))}
+        self.host_names = frozenset(names)
+
+    def host_allowed(self, host_header: str) -> bool:
+        name = _hostname(host_header).lower().rstrip(".")
+        if "*" in self.host_names or name in self.host_names or name.endswith(".localhost"):
+            return True
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return False
+
+    def origin_allowed(self, origin: str) -> bool:
+        if origin == f"{request.scheme}://{request.host}":
+            return True  # the server's own pages
+        return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
+
+    def key_given(self) -> bool:
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else request.headers.get("X-API-Key", "")
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.api_key.encode())
+
+    def check(self) -> None:
+        """Raise the error the current request should get, if any."""
+        if not self.host_allowed(request.host):
+            raise EdgeError(f"Host {request.host!r} is not allowed; add it with --allowed-hosts.", status=403,
+                            code="host_not_allowed")
+        if request.method == "OPTIONS":
+            return  # preflights carry no credentials; CORS answers them
+        origin = request.headers.get("Origin")
+        if origin is not None and request.method not in SAFE_METHODS and not self.origin_allowed(origin):
+            raise EdgeError(f"Requests from {origin!r} are not allowed; add it with --cors-origins.", status=403,
+                            code="origin_not_allowed")
+        public = request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES)
+        if self.api_key and not public and not self.key_given():
+            raise Unauthorized("Send the API key as 'Authorization: Bearer <key>' (see `edge-server key`).")
+        if request.method not in SAFE_METHODS:
+            kind = request.mimetype
+            if kind not in JSON_TYPES and not (kind == "multipart/form-data" and request.endpoint in UPLOAD_ENDPOINTS):
+                allowed = "application/json" + (" or multipart/form-data" if request.endpoint in UPLOAD_ENDPOINTS else "")
+                raise EdgeError(f"Send the body as {allowed}, not {kind!r}.", status=415, code="unsupported_media_type")
+
+
+def install(app: Flask, settings: Settings, api_key: str | None) -> Guard:
+    """Put the guard in front of every view and answer CORS for the allowed origins."""
+    guard = Guard(settings, api_key)
+    app.before_request(guard.check)
+    if guard.cors_origins:
+        from flask_cors import CORS
+
+        # Preflights echo whatever headers are asked for (the openai client sends many x-stainless-*).
+        CORS(app, origins=guard.cors_origins, allow_headers="*", allow_private_network=True,
+             expose_headers=["Retry-After", "Content-Type"], max_age=600)
+    return guard
