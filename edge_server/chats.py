@@ -14,14 +14,14 @@ from .errors import InvalidRequest
 
 log = logging.getLogger("edge_server.chats")
 
-CHAT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CHAT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_CHAT = "default"
 
 
 def check_chat_id(chat_id) -> str:
     if chat_id is None:
         return DEFAULT_CHAT
-    if not isinstance(chat_id, str) or not CHAT_ID_RE.match(chat_id):
+    if not isinstance(chat_id, str) or not CHAT_ID_RE.fullmatch(chat_id):
         raise InvalidRequest("chat_id must be 1 to 64 letters, digits, '_' or '-'.")
     return chat_id
 

@@ -111,7 +111,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
-        return error_body(exc.description or exc.name, _HTTP_CODES.get(exc.code, "http_error"), exc.code)
+        # Keep the exception's own headers (405's Allow), not its HTML Content-Type.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return error_body(exc.description or exc.name, _HTTP_CODES.get(exc.code, "http_error"), exc.code, headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

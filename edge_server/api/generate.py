@@ -48,6 +48,8 @@ def fromimagetext():
     options = generation_options(body)
     chat_id = check_chat_id(body.get("chat_id"))
     links = request.form.getlist("image_links") if multipart else field(body, "image_links", list, [])
+    if not all(isinstance(link, str) for link in links):
+        raise InvalidRequest("Field 'image_links' must be a list of strings.")
     uploads = request.files.getlist("image_files") if multipart else []
     if not links and not uploads:
         raise InvalidRequest("Send at least one image in image_files or image_links.")

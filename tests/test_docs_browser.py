@@ -1,0 +1,63 @@
+"""/docs in real Chromium (Debian's, driven by playwright): it renders, stays on the server, and works."""
+from __future__ import annotations
+
+import os
+import shutil
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import LiveServer
+
+KEY = "browser-key-42"
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing; .ci/run installs it with apt")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def docs_server(make_app, tiny_gguf):
+    app = make_app({"tiny": {"path": str(tiny_gguf), "n_ctx": 256}}, api_key=KEY)
+    assert app.test_client().post("/model/launch", json={"model_name": "tiny"},
+                                  headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    server = LiveServer(app)
+    yield server
+    server.close()
+
+
+def test_docs_render_offline_and_try_it_out_works(chromium, docs_server):
+    page = chromium.new_page()
+    hosts = set()
+    page.on("request", lambda request: hosts.add(urlsplit(request.url).netloc))
+    page.goto(f"{docs_server.url}/docs", wait_until="networkidle")
+    page.wait_for_selector("#operations-models-get_model_getactive")
+    assert page.locator(".opblock").count() >= 14  # every operation is listed
+
+    # Authorize with the key, as a user would.
+    page.click("button.authorize")
+    page.locator(".modal-ux input").first.fill(KEY)
+    page.locator(".modal-ux button.authorize").first.click()
+    page.click(".modal-ux button.btn-done")
+
+    page.click("#operations-models-get_model_getactive .opblock-summary")
+    page.click("#operations-models-get_model_getactive button.try-out__btn")
+    page.click("#operations-models-get_model_getactive button.execute")
+    result = page.locator("#operations-models-get_model_getactive .live-responses-table .highlight-code")
+    result.first.wait_for()
+    text = result.first.inner_text()
+    if os.environ.get("SCREENSHOT_DIR"):
+        page.screenshot(path=os.path.join(os.environ["SCREENSHOT_DIR"], "docs.png"), full_page=True)
+    assert '"tiny"' in text, text
+    assert hosts == {urlsplit(docs_server.url).netloc}, hosts  # nothing was fetched from anywhere else
+    page.close()
