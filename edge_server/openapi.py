@@ -20,8 +20,8 @@ CODES = {
     "image_fetch_failed": 502, "image_fetch_timeout": 504,
 }
 _ALWAYS = ("host_not_allowed", "internal_error")
-_GUARDED = ("unauthorized", "origin_not_allowed")  # operations that need the key
-_BODY = ("invalid_request", "unsupported_media_type", "request_too_large")
+_GUARDED = ("unauthorized",)  # operations that need the key
+_BODY = ("invalid_request", "unsupported_media_type", "request_too_large", "origin_not_allowed")  # writes
 _HUB = ("hub_not_found", "hub_unreachable", "hub_offline", "hub_unauthorized", "hub_timeout")
 _STREAM = ("model_not_found", "model_not_running", "busy", "context_length_exceeded", "generation_failed")
 
@@ -135,7 +135,8 @@ def _paths() -> dict:
     return {
         "/model/launch": {"post": _op(
             "models", "Download (if needed) and start a model", NULL,
-            ("model_not_found", "full_mode_required", "backend_unavailable", "model_load_failed") + _HUB,
+            ("model_not_found", "model_not_installed", "full_mode_required", "backend_unavailable",
+             "model_load_failed") + _HUB,
             body=_json(_object(["model_name"], model_name=MODEL_NAME, n_ctx={
                 "description": "Context size in tokens; -1 or absent: the model's default (capped at its trained "
                                "context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16}]})))},

@@ -10,6 +10,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -22,8 +23,8 @@ from .settings import Settings
 log = logging.getLogger("edge_server.security")
 
 # Reachable without the key: the page, its assets, the docs, the document and the liveness answer.
-PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json"})
-PUBLIC_PREFIXES = ("/docs", "/static/")
+PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/docs"})
+PUBLIC_PREFIXES = ("/docs/", "/static/")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_TYPES = frozenset({"", "application/json"})  # no Content-Type: FastAPI clients sometimes send none
 UPLOAD_ENDPOINTS = frozenset({"generate.fromimagetext"})  # where the spec has file uploads (multipart)
@@ -51,6 +52,7 @@ def read_or_create_key(path: Path, rotate: bool = False) -> str:
         try:
             key = path.read_text().strip()
             if key:
+                os.chmod(path, 0o600)  # someone may have widened it
                 return key
         except FileNotFoundError:
             pass
@@ -58,9 +60,9 @@ def read_or_create_key(path: Path, rotate: bool = False) -> str:
     key = secrets.token_urlsafe(24)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a stale temp file may have had a wider mode
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
-    os.chmod(tmp, 0o600)  # in case the file was there with a wider mode
     os.replace(tmp, path)
     return key
 
@@ -90,7 +92,7 @@ class Guard:
 
     def __init__(self, settings: Settings, api_key: str | None):
         self.api_key = api_key
-        self.cors_origins = [o.rstrip("/") for o in _split(settings.cors_origins)]
+        self.cors_origins = [o.rstrip("/").lower() for o in _split(settings.cors_origins)]
         own = socket.gethostname().lower()
         names = {"localhost", own, own.split(".")[0] + ".local", *(h.lower() for h in _split(settings.allowed_hosts))}
         self.host_names = frozenset(names)
@@ -108,7 +110,7 @@ class Guard:
     def origin_allowed(self, origin: str) -> bool:
         if origin == f"{request.scheme}://{request.host}":
             return True  # the server's own pages
-        return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
+        return "*" in self.cors_origins or origin.rstrip("/").lower() in self.cors_origins
 
     def key_given(self) -> bool:
         auth = request.headers.get("Authorization", "")
@@ -130,7 +132,7 @@ class Guard:
         public = request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES)
         if self.api_key and not public and not self.key_given():
             raise Unauthorized("Send the API key as 'Authorization: Bearer <key>' (see `edge-server key`).")
-        if request.method not in SAFE_METHODS:
+        if request.method not in SAFE_METHODS and request.routing_exception is None:  # else 404/405 first
             kind = request.mimetype
             if kind not in JSON_TYPES and not (kind == "multipart/form-data" and request.endpoint in UPLOAD_ENDPOINTS):
                 allowed = "application/json" + (" or multipart/form-data" if request.endpoint in UPLOAD_ENDPOINTS else "")
@@ -144,7 +146,10 @@ def install(app: Flask, settings: Settings, api_key: str | None) -> Guard:
     if guard.cors_origins:
         from flask_cors import CORS
 
-        # Preflights echo whatever headers are asked for (the openai client sends many x-stainless-*).
-        CORS(app, origins=guard.cors_origins, allow_headers="*", allow_private_network=True,
+        # flask-cors reads an origin with regex characters as an unanchored pattern: give it exact ones,
+        # so it agrees with origin_allowed. Preflights echo whatever headers are asked for (the openai
+        # client sends many x-stainless-*).
+        origins = [o if o == "*" else re.compile(re.escape(o) + r"\Z", re.IGNORECASE) for o in guard.cors_origins]
+        CORS(app, origins=origins, allow_headers="*", allow_private_network=True,
              expose_headers=["Retry-After", "Content-Type"], max_age=600)
     return guard

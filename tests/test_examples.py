@@ -57,6 +57,9 @@ def test_every_endpoint_example(server, tmp_path):
         answer = ok(server, "fromimagetext.py", "tiny-vision", "What is this?", "--file", str(photo),
                     "--link", f"{site.url}/cat.png", "--link", data_uri(image_bytes()), "--max-new-tokens", "6")
         assert "/cat.png" in site.hits
+        ok(server, "fromimagetext.py", "tiny-vision", "And this?", "--link", f"{site.url}/cat.png",
+           "--max-new-tokens", "4", "--chat-id", "links-only")
+        assert len(json.loads(ok(server, "history.py", "tiny-vision", "--chat-id", "links-only"))["turns"]) == 2
     finally:
         site.close()
     turns = json.loads(ok(server, "history.py", "tiny-vision"))["turns"]

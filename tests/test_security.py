@@ -173,3 +173,25 @@ def test_cors_star_only_when_written(serve):
     url = serve(cors_origins="*").url
     r = requests.post(f"{url}/model/launch", json={"model_name": "tiny"}, headers={"Origin": "http://any.example"})
     assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "http://any.example"
+
+
+def test_cors_origins_are_exact_and_case_blind(serve):
+    """An origin with regex characters is no pattern (flask-cors would read it as one)."""
+    url = serve(cors_origins="https://*.example.com,http://Pc.lan:3000").url
+    r = requests.get(f"{url}/model/getactive", headers={"Origin": "https://xexample.com.evil.net"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+    r = requests.post(f"{url}/model/launch", json={"model_name": "tiny"}, headers={"Origin": "http://pc.lan:3000"})
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "http://pc.lan:3000"
+
+
+def test_wrong_method_is_405_whatever_the_body(serve):
+    r = requests.post(f"{serve().url}/health", data="x", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed" and r.headers["Allow"]
+
+
+def test_key_file_mode_is_kept_private(make_app, tiny_models, data_dir):
+    data_dir.mkdir(parents=True)
+    (data_dir / "api_key").write_text("kept-key\n")
+    os.chmod(data_dir / "api_key", 0o644)
+    assert make_app(tiny_models, host="0.0.0.0").extensions["edge_server"].api_key == "kept-key"
+    assert stat.S_IMODE((data_dir / "api_key").stat().st_mode) == 0o600
