@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,12 @@ from .store import ModelStore
 
 __version__ = "0.1.0"
 log = logging.getLogger("edge_server.http")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """Escape control characters, so a path with %0a cannot forge a log line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 @dataclass
@@ -44,7 +51,8 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
     catalog = Catalog.load(settings.data_dir / "models.json")
     store = ModelStore(settings)
     manager = ModelManager(settings, catalog, store, registry or build_registry(settings.full))
-    chats = ChatStore(settings.chats_dir)
+    chats = ChatStore(settings.chats_dir, settings.max_chats_per_model, settings.max_chat_bytes,
+                      settings.max_system_prompt_bytes)
     api_key = resolve_api_key(settings)
     app.extensions["edge_server"] = EdgeServer(settings, catalog, store, manager, chats,
                                                Generator(settings, manager, chats), api_key)
@@ -58,7 +66,7 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
     @app.after_request
     def _log_request(response):
         took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, took)
+        log.info("%s %s %s %.1fms", request.method, printable(request.path), response.status_code, took)
         return response
 
     install_guard(app, settings, api_key)

@@ -96,6 +96,8 @@ def _user_entries(path: Path) -> dict:
         data = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         return {}
+    except RecursionError:
+        raise CatalogError(f"{path}: nested too deeply to be a model list") from None
     except (OSError, ValueError) as exc:
         raise CatalogError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(data, dict):

@@ -5,12 +5,14 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
-from .errors import InvalidRequest
+from .errors import EdgeError, InvalidRequest
 
 log = logging.getLogger("edge_server.chats")
 
@@ -58,35 +60,60 @@ def write_atomically(path: Path, data: dict) -> None:
 
 
 class ChatStore:
-    """Chats kept in memory and on disk; every change is written before it is acknowledged."""
+    """Chats on disk, read when first asked for and kept in a small cache; every change is written before
+    it is acknowledged. Bounded: chats per model, bytes per chat, bytes per system prompt."""
 
-    def __init__(self, root: Path):
+    CACHED = 64  # chats kept in memory (the rest are read again from disk when asked for)
+
+    def __init__(self, root: Path, max_chats: int = 256, max_bytes: int = 4 << 20, max_system_prompt: int = 64 << 10):
         self.root = Path(root)
-        self._chats: dict[tuple[str, str], dict] = {}
+        self.max_chats, self.max_bytes, self.max_system_prompt = max_chats, max_bytes, max_system_prompt
+        self._chats: OrderedDict[tuple[str, str], dict] = OrderedDict()
         self._lock = threading.Lock()
-        self._load_all()
+        self._remove_orphans()
 
     def _path(self, model: str, chat_id: str) -> Path:
         return self.root / model / f"{chat_id}.json"
 
-    def _load_all(self) -> None:
-        for path in sorted(self.root.glob("*/*.json")):
-            model, chat_id = path.parent.name, path.stem
-            try:
-                data = json.loads(path.read_text("utf-8"))
-                if not _valid(data):
-                    raise ValueError("unexpected shape")
-            except (OSError, ValueError) as exc:
-                aside = path.with_name(f"{path.name}.broken-{int(time.time())}")
-                log.warning("chat file %s is broken (%s); set aside as %s", path, exc, aside.name)
-                path.replace(aside)
-                continue
-            self._chats[(model, chat_id)] = data
+    def _remove_orphans(self) -> None:
+        """Temp files left by a crash mid-write (the chat file itself is always whole)."""
+        for path in self.root.glob("*/*.json*.tmp"):
+            path.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted write", path)
+
+    def _load(self, model: str, chat_id: str) -> dict:
+        path = self._path(model, chat_id)
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            if not _valid(data):
+                raise ValueError("unexpected shape")
+            return data
+        except FileNotFoundError:
+            return _empty()
+        except (OSError, ValueError, RecursionError) as exc:
+            aside = path.with_name(f"{path.name}.broken-{int(time.time())}")
+            log.warning("chat file %s is broken (%s); set aside as %s", path, exc, aside.name)
+            path.replace(aside)
+            return _empty()
+
+    def _cached(self, model: str, chat_id: str) -> dict:
+        key = (model, chat_id)
+        chat = self._chats.pop(key, None)
+        if chat is None:
+            chat = self._load(model, chat_id)
+        self._chats[key] = chat
+        while len(self._chats) > self.CACHED:
+            self._chats.popitem(last=False)
+        return chat
 
     def get(self, model: str, chat_id: str) -> dict:
         """Return a copy of the chat: {"system_prompt": str|None, "turns": [{role, content}]}."""
         with self._lock:
             return self._copy(model, chat_id)
+
+    def set_aside(self, model: str, chat_id: str) -> list[str]:
+        """Names of this chat's files that could not be read and were moved out of the way."""
+        return sorted(p.name for p in (self.root / model).glob(f"{chat_id}.json.broken-*"))
 
     def _update(self, model: str, chat_id: str, change) -> None:
         with self._lock:
@@ -97,8 +124,26 @@ class ChatStore:
 
     def _copy(self, model: str, chat_id: str) -> dict:
         # Turns are never changed in place, so a new list is copy enough.
-        chat = self._chats.get((model, chat_id)) or _empty()
+        chat = self._cached(model, chat_id)
         return {"system_prompt": chat["system_prompt"], "turns": list(chat["turns"])}
+
+    def check_room(self, model: str, chat_id: str, adding: int) -> None:
+        """Raise if `adding` more bytes (a question) would pass the chat's limit, or if a new chat is one too many."""
+        with self._lock:
+            chat = self._cached(model, chat_id)
+            size = sum(len(t["content"].encode("utf-8")) for t in chat["turns"])
+            if size + adding > self.max_bytes:
+                raise EdgeError(f"The chat holds {size} bytes; its limit is {self.max_bytes}. Clear it "
+                                "(DELETE /chat/clearchat) or use another chat_id.", status=413, code="chat_too_large")
+            self._check_count(model, chat_id)
+
+    def _check_count(self, model: str, chat_id: str) -> None:
+        folder = self.root / model
+        if self._path(model, chat_id).exists() or not folder.is_dir():
+            return
+        if sum(1 for _ in folder.glob("*.json")) >= self.max_chats:
+            raise EdgeError(f"Model {model!r} has {self.max_chats} chats, the limit; clear or reuse one.",
+                            status=409, code="too_many_chats")
 
     def add_exchange(self, model: str, chat_id: str, prompt: str, answer: str, n_images: int = 0) -> None:
         """Store a question and its answer; images are noted by count, never stored."""
@@ -107,18 +152,26 @@ class ChatStore:
             [user, {"role": "assistant", "content": answer}]))
 
     def set_system_prompt(self, model: str, chat_id: str, text: str) -> None:
+        if len(text.encode("utf-8")) > self.max_system_prompt:
+            raise EdgeError(f"The system prompt is longer than {self.max_system_prompt} bytes.", status=413,
+                            code="system_prompt_too_large")
+        with self._lock:
+            self._check_count(model, chat_id)
         self._update(model, chat_id, lambda chat: chat.update(system_prompt=text))
 
     def clear(self, model: str, chat_id: str) -> None:
-        """Forget the turns; the system prompt stays."""
-        self._update(model, chat_id, lambda chat: chat.update(turns=[]))
+        """Forget the turns, and any broken copies set aside; the system prompt stays."""
+        for name in self.set_aside(model, chat_id):
+            (self.root / model / name).unlink(missing_ok=True)
+        if self._path(model, chat_id).exists():
+            self._update(model, chat_id, lambda chat: chat.update(turns=[]))
 
     def delete_model(self, model: str) -> None:
         with self._lock:
             for key in [k for k in self._chats if k[0] == model]:
                 del self._chats[key]
             folder = self.root / model
-            if folder.is_dir() and folder.parent == self.root:
-                for path in folder.iterdir():
-                    path.unlink()
-                folder.rmdir()
+            if folder.is_symlink():
+                folder.unlink()  # never follow a link out of the data dir
+            elif folder.is_dir() and folder.parent == self.root:
+                shutil.rmtree(folder)  # does not follow links inside either

@@ -145,14 +145,19 @@ class Answer:
 
 class Generator:
     def __init__(self, settings: Settings, manager: ModelManager, chats: ChatStore):
-        self.manager, self.chats = manager, chats
+        self.settings, self.manager, self.chats = settings, manager, chats
         self.limit = StreamLimit(settings.max_streams)
 
     def start(self, model_name, prompt: str, options: GenerationOptions, chat_id: str = "default",
               images: list | None = None, abandoned: Callable[[], bool] | None = None) -> Answer:
         """Queue for the model and render the chat; errors raise here, before any byte is streamed."""
         abandoned = abandoned or (lambda: False)
+        size = len(prompt.encode("utf-8"))
+        if size > self.settings.max_prompt_bytes:  # before tokenizing: a huge text would hold the model
+            raise EdgeError(f"The prompt is {size} bytes; the limit is {self.settings.max_prompt_bytes}.",
+                            status=413, code="prompt_too_large")
         running = self.require(model_name, vision=bool(images))
+        self.chats.check_room(running.spec.name, chat_id, size)
         with ExitStack() as undo:  # if anything below fails, give back what was taken
             self.limit.take()
             undo.callback(self.limit.give_back)

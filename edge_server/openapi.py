@@ -17,16 +17,18 @@ CODES = {
     "hub_not_found": 502, "hub_unreachable": 502, "hub_offline": 502, "hub_unauthorized": 502, "hub_timeout": 504,
     "busy": 503, "context_length_exceeded": 400, "generation_failed": 500, "model_not_multimodal": 400,
     "image_invalid": 422, "image_too_large": 413, "too_many_images": 413, "link_not_allowed": 400,
-    "image_fetch_failed": 502, "image_fetch_timeout": 504,
+    "image_fetch_failed": 502, "image_fetch_timeout": 504, "prompt_too_large": 413, "chat_too_large": 413,
+    "too_many_chats": 409, "system_prompt_too_large": 413,
 }
 _ALWAYS = ("host_not_allowed", "internal_error")
 _GUARDED = ("unauthorized",)  # operations that need the key
 _BODY = ("invalid_request", "unsupported_media_type", "request_too_large", "origin_not_allowed")  # writes
 _HUB = ("hub_not_found", "hub_unreachable", "hub_offline", "hub_unauthorized", "hub_timeout")
-_STREAM = ("model_not_found", "model_not_running", "busy", "context_length_exceeded", "generation_failed")
+_STREAM = ("model_not_found", "model_not_running", "busy", "context_length_exceeded", "generation_failed",
+           "prompt_too_large", "chat_too_large", "too_many_chats")
 
 _STATUS_TEXT = {400: "The request cannot be served as asked", 401: "Missing or wrong API key",
-                403: "Refused: Host or Origin not allowed", 404: "Not found", 413: "Too large",
+                403: "Refused: Host or Origin not allowed", 404: "Not found", 409: "Too many", 413: "Too large",
                 415: "The body is not JSON (or multipart where uploads are taken)",
                 422: "The body or a parameter does not validate", 500: "Server error",
                 502: "An upstream (the hub, an image link) failed", 503: "Busy: retry after Retry-After",
@@ -42,10 +44,11 @@ STREAM = {"description": "The answer, streamed token by token as chunked UTF-8 t
 STRINGS = {"type": "array", "items": {"type": "string"}}
 
 OPTIONS = {
-    "max_new_tokens": {"type": "integer", "minimum": 1, "default": 512, "description": "Tokens to generate at most."},
+    "max_new_tokens": {"type": "integer", "minimum": 1, "maximum": 1 << 20, "default": 512,
+                       "description": "Tokens to generate at most."},
     "temperature": {"type": "number", "minimum": 0, "maximum": 5, "default": 0.7, "description": "0 is greedy."},
     "top_p": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.95},
-    "top_k": {"type": "integer", "minimum": 0, "default": 40},
+    "top_k": {"type": "integer", "minimum": 0, "maximum": 1 << 20, "default": 40},
     "repeat_penalty": {"type": "number", "minimum": 0, "maximum": 10, "default": 1.1},
     "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 2},
     "stop": {"description": "Strings that end the answer.",
@@ -125,9 +128,11 @@ def _paths() -> dict:
                      n_ctx={"type": "integer"}, queued={"type": "integer"})
     turn = _object(["role", "content"], role={"enum": ["user", "assistant"]}, content={"type": "string"},
                    images={"type": "integer"})
-    history = _object(["model_name", "chat_id", "system_prompt", "turns"], model_name={"type": "string"},
+    history = _object(["model_name", "chat_id", "system_prompt", "turns", "set_aside"], model_name={"type": "string"},
                       chat_id={"type": "string"}, system_prompt={"type": ["string", "null"]},
-                      turns={"type": "array", "items": turn})
+                      turns={"type": "array", "items": turn},
+                      set_aside={**STRINGS, "description": "Files of this chat that could not be read and were moved "
+                                                          "aside (the chat starts empty); cleared by clearchat"})
     heavy = {"description": "Whether it needs full mode", "content": {"application/json": {
         "schema": _object(["is_heavy"], is_heavy={"type": "boolean"})}}}
     html = {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
@@ -138,8 +143,8 @@ def _paths() -> dict:
             ("model_not_found", "model_not_installed", "full_mode_required", "backend_unavailable",
              "model_load_failed") + _HUB,
             body=_json(_object(["model_name"], model_name=MODEL_NAME, n_ctx={
-                "description": "Context size in tokens; -1 or absent: the model's default (capped at its trained "
-                               "context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16}]})))},
+                "description": "Context size in tokens, rounded up to a multiple of 256; -1 or absent: the "
+                               "model's default (capped at its trained context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16, "maximum": 1 << 20}]})))},
         "/model/kill": {"delete": _op("models", "Stop a running model and free its memory", NULL,
                                       ("model_not_found", "model_not_running"), body=named)},
         "/model/delete": {"delete": _op(
@@ -165,7 +170,7 @@ def _paths() -> dict:
                                           ("model_not_found",), body=_json(_object(
                                               ["model_name"], model_name=MODEL_NAME, chat_id=CHAT_ID)))},
         "/chat/addsystemprompt": {"post": _op("chat", "Set or replace a chat's system prompt", NULL,
-                                              ("model_not_found",),
+                                              ("model_not_found", "system_prompt_too_large", "too_many_chats"),
                                               body=_json(_object(["model_name", "system_prompt"],
                                                                  model_name=MODEL_NAME, chat_id=CHAT_ID,
                                                                  system_prompt={"type": "string"})))},

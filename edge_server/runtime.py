@@ -16,6 +16,7 @@ from .settings import Settings
 from .store import ModelStore
 
 log = logging.getLogger("edge_server.models")
+CTX_BLOCK = 256  # llama.cpp's context granularity (and minimum)
 
 
 def release_free_heap() -> None:
@@ -61,10 +62,12 @@ class ModelManager:
 
     def _resolve_n_ctx(self, spec: ModelSpec, n_ctx) -> int:
         if n_ctx is None or n_ctx == -1:
-            return spec.n_ctx or self.settings.default_n_ctx
-        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 16:
+            n_ctx = spec.n_ctx or self.settings.default_n_ctx
+        elif isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 16:
             raise InvalidRequest("n_ctx must be an integer of at least 16, or -1 for the model's default.")
-        return n_ctx
+        # llama.cpp works in whole blocks of 256 and would silently use more than llama-cpp-python's
+        # buffers hold; ask for the size it will use (GET /model/status reports it).
+        return -(-n_ctx // CTX_BLOCK) * CTX_BLOCK
 
     def launch(self, name, n_ctx=None) -> RunningModel:
         """Download if needed, then load; a second launch with the same n_ctx is a no-op."""

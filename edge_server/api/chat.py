@@ -33,5 +33,6 @@ def addsystemprompt():
 @bp.get("/getchathistory")
 def getchathistory():
     name, chat_id = _target(dict(request.args))
-    chat = edge().chats.get(name, chat_id)
-    return jsonify({"model_name": name, "chat_id": chat_id, **chat})
+    chats = edge().chats
+    return jsonify({"model_name": name, "chat_id": chat_id, **chats.get(name, chat_id),
+                    "set_aside": chats.set_aside(name, chat_id)})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from . import edge
-from .validation import field, json_body, model_name
+from .validation import MAX_TOKENS, field, json_body, model_name
 
 bp = Blueprint("model", __name__, url_prefix="/model")
 
@@ -13,7 +13,7 @@ bp = Blueprint("model", __name__, url_prefix="/model")
 def launch():
     body = json_body()
     name = model_name(body)
-    n_ctx = field(body, "n_ctx", int, None)
+    n_ctx = field(body, "n_ctx", int, None, maximum=MAX_TOKENS)
     edge().manager.launch(name, n_ctx)
     return jsonify(None)
 

@@ -1,21 +1,53 @@
 """Request parsing shared by the blueprints: JSON bodies, typed fields, sampling options."""
 from __future__ import annotations
 
+import json
+import math
+
 from flask import request
 
 from ..backends import GenerationOptions
 from ..errors import InvalidRequest
 
 REQUIRED = object()
+MAX_TOKENS = 1 << 20  # no context or vocabulary is larger; bigger numbers are mistakes (or attacks)
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_text(value) -> None:
+    """Refuse lone surrogates ("\\ud800"): valid JSON, but no UTF-8 text, so nothing could store or tokenize it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRequest("The body holds text that is not valid Unicode (a lone surrogate).") from None
 
 
 def json_body() -> dict:
     """Parse the body as a JSON object (the guard in security.py has already checked its Content-Type)."""
-    if not request.get_data(cache=True):
+    data = request.get_data(cache=True)
+    if not data:
         return {}
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = json.loads(data, parse_constant=_no_constants)  # NaN and Infinity are not JSON
+    except RecursionError:
+        raise InvalidRequest("The body is nested too deeply.") from None
+    except ValueError:  # also bad UTF-8
+        body = None
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object.")
+    _check_text(body)
     return body
 
 
@@ -47,11 +79,16 @@ def field(body: dict, name: str, kind, default=REQUIRED, *, minimum=None, maximu
             raise InvalidRequest(f"Field {name!r} is required.")
         return default
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    if float in kinds and isinstance(value, int):
-        value = float(value)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:
+            raise InvalidRequest(f"Field {name!r} is out of range.") from None
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         names = " or ".join(k.__name__ for k in kinds)
         raise InvalidRequest(f"Field {name!r} must be of type {names}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"Field {name!r} must be a finite number.")
     if minimum is not None and value < minimum:
         raise InvalidRequest(f"Field {name!r} must be at least {minimum}.")
     if maximum is not None and value > maximum:
@@ -74,10 +111,10 @@ def generation_options(body: dict) -> GenerationOptions:
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop)):
         raise InvalidRequest("Field 'stop' must be a string or a list of non-empty strings.")
     return GenerationOptions(
-        max_new_tokens=field(body, "max_new_tokens", int, defaults.max_new_tokens, minimum=1),
+        max_new_tokens=field(body, "max_new_tokens", int, defaults.max_new_tokens, minimum=1, maximum=MAX_TOKENS),
         temperature=field(body, "temperature", float, defaults.temperature, minimum=0.0, maximum=5.0),
         top_p=field(body, "top_p", float, defaults.top_p, minimum=0.0, maximum=1.0),
-        top_k=field(body, "top_k", int, defaults.top_k, minimum=0),
+        top_k=field(body, "top_k", int, defaults.top_k, minimum=0, maximum=MAX_TOKENS),
         repeat_penalty=field(body, "repeat_penalty", float, defaults.repeat_penalty, minimum=0.0, maximum=10.0),
         seed=field(body, "seed", int, None, minimum=0, maximum=2**32 - 2),
         stop=tuple(stop or ()),
