@@ -4,6 +4,7 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +15,7 @@ from .gguf_header import context_length
 log = logging.getLogger("edge_server.llamacpp")
 
 NAME = "llama-cpp"
+PIECE_SECONDS = 0.1  # prompt reading yields this often: the bound on cancel latency and on other models' waits
 
 
 def register(registry) -> None:
@@ -53,6 +55,7 @@ class LlamaCppModel:
         self._vocab = llm._model.vocab
         self._piece = ctypes.create_string_buffer(256)
         self._formatter = self._make_formatter()
+        self._piece_tokens = 64  # prompt tokens per piece; adapts to the measured speed
 
     def _make_formatter(self):
         template = self.llm.metadata.get("tokenizer.chat_template")
@@ -96,9 +99,11 @@ class LlamaCppModel:
         budget = min(options.max_new_tokens, self.n_ctx - prepared.n_tokens)
         if budget <= 0:
             return
+        # The prompt is read in pieces; each empty yield lets the engine cancel the stream or step another.
+        yield from self._read_prompt(prepared.payload)
         if options.temperature == 0:
-            tokens = self._greedy(prepared.payload, options.repeat_penalty)
-        else:
+            tokens = self._greedy(options.repeat_penalty)
+        else:  # finds the whole prompt cached and samples at once
             tokens = llm.generate(
                 prepared.payload, top_k=options.top_k, top_p=options.top_p, temp=options.temperature,
                 repeat_penalty=options.repeat_penalty,
@@ -118,17 +123,15 @@ class LlamaCppModel:
         finally:
             tokens.close()
 
-    def _greedy(self, prompt: list[int], repeat_penalty: float) -> Iterator[int]:
-        """Greedy decoding with an argmax over the logits.
+    def _read_prompt(self, prompt: list[int]) -> Iterator[str]:
+        """Evaluate the prompt in pieces of about PIECE_SECONDS, yielding "" after each.
 
-        llama.cpp's sampler chain copies the whole vocabulary into a candidate array for every
-        token: 0.5 ms a token for Gemma 3's 262k vocabulary, 2.5 % of its time on a phone-class
-        CPU. A plain argmax (with the same repeat penalty over the last 64 tokens) costs 0.03 ms.
-        The KV cache is reused for the longest common prefix, as Llama.generate does.
+        A 6,000-token prompt takes half a minute on a phone-class CPU; read in one call it could not
+        be cancelled and held every other model's stream for that long. The piece size adapts to the
+        measured speed, between 16 tokens and the batch size. The KV cache is reused for the longest
+        common prefix, as Llama.generate does.
         """
-        import numpy as np
-
-        llm, lib = self.llm, self._lib
+        llm = self.llm
         cached = llm.input_ids[:llm.n_tokens].tolist()
         prefix = 0
         for a, b in zip(cached, prompt):
@@ -139,7 +142,27 @@ class LlamaCppModel:
         if prefix > 0 and not llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
             prefix = 0  # this model's cache cannot drop a suffix: start over
         llm.n_tokens = prefix
-        llm.eval(prompt[prefix:])
+        size, start = self._piece_tokens, prefix
+        while start < len(prompt):
+            began = time.perf_counter()
+            llm.eval(prompt[start:start + size])
+            start += size
+            took = time.perf_counter() - began
+            if start < len(prompt):
+                size = max(16, min(llm.n_batch, int(size * PIECE_SECONDS / max(took, 1e-4))))
+                self._piece_tokens = size
+                yield ""
+
+    def _greedy(self, repeat_penalty: float) -> Iterator[int]:
+        """Greedy decoding with an argmax over the logits of the prompt just read.
+
+        llama.cpp's sampler chain copies the whole vocabulary into a candidate array for every
+        token: 0.5 ms a token for Gemma 3's 262k vocabulary, 2.5 % of its time on a phone-class
+        CPU. A plain argmax (with the same repeat penalty over the last 64 tokens) costs 0.03 ms.
+        """
+        import numpy as np
+
+        llm, lib = self.llm, self._lib
         n_vocab, window = llm.n_vocab(), 64
         while True:
             logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
