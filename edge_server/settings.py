@@ -39,6 +39,7 @@ class Settings:
     allow_private_links: bool = False  # let image links point at loopback/LAN addresses
     link_timeout: float = 10.0  # seconds to connect, and between bytes, when fetching an image link
     link_max_redirects: int = 3  # redirects followed for one image link
+    link_deadline: float = 30.0  # seconds one image link may take in all: connect, headers and body
     max_prompt_bytes: int = 256 * 1024  # one prompt, checked before tokenizing (413 above)
     max_system_prompt_bytes: int = 64 * 1024  # one system prompt (413 above)
     max_chat_bytes: int = 4 * 1024 * 1024  # text one chat may hold before it must be cleared (413 above)

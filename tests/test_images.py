@@ -39,7 +39,7 @@ def vision(make_app, tiny_gguf, tiny_mmproj):
 
 
 class ImageSite:
-    """A local web server with an image, a text page, a redirect and a slow page."""
+    """A local web server with an image, a text page, a redirect, a slow page and two that drip."""
 
     def __init__(self, redirect_to: str = "/"):
         png = image_bytes()
@@ -66,8 +66,23 @@ class ImageSite:
                     self.send_header("Content-Type", "image/png")
                     self.end_headers()
                     time.sleep(3)
+                elif self.path == "/drip-headers.png":  # a byte every 0.2 s: never a read timeout
+                    self._drip(b"HTTP/1.1 200 OK\r\n", b"X" * 100)
+                elif self.path == "/drip-body.png":
+                    self._drip(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n"
+                               % len(png), png)
                 else:
                     self._send(404, "text/plain", b"no")
+
+            def _drip(self, head, body):
+                try:
+                    self.wfile.write(head)
+                    for byte in body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the server under test gave up, as it should
 
             def _send(self, status, kind, body):
                 self.send_response(status)
@@ -170,7 +185,9 @@ def test_guard_checks_every_redirect_hop(vision, monkeypatch, target):
         # Pretend the first hop is a public host; the redirect target must still be refused.
         monkeypatch.setattr(links, "check_host", lambda url, settings, label: None if url == first
                             else original(url, settings, label))
-        monkeypatch.setattr(links, "_peer_is_public", lambda response: True)
+        public, calls = links._public, []
+        # The first connection (to the local site) passes as public; everything after is judged for real.
+        monkeypatch.setattr(links, "_public", lambda a: bool(calls.append(a)) or len(calls) == 1 or public(a))
         r = ask_images(vision(), links=[first])
         assert r.status_code == 400 and r.json["code"] == "link_not_allowed"
         assert site.hits == ["/redirect"]
@@ -276,3 +293,36 @@ def test_bmp_and_webp_uploads(vision):
     client = vision()
     r = ask_images(client, files=[("a.bmp", image_bytes("BMP")), ("b.webp", image_bytes("WEBP"))])
     assert r.status_code == 200 and r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("link", ["http://127.0.0.1:{port}\\@1.1.1.1/cat.png", "http://user@127.0.0.1:{port}/cat.png",
+                                  "http://[64:ff9b::7f00:1]:{port}/cat.png", "http://[2002:7f00:1::1]:{port}/cat.png",
+                                  "http://[::ffff:127.0.0.1]:{port}/cat.png", "http://127.0.0.1:{port}/cat.png\n"])
+def test_guard_reads_urls_as_the_client_does(vision, site, link):
+    """A backslash let urlsplit see 1.1.1.1 while requests connected to 127.0.0.1 (finding 5)."""
+    r = ask_images(vision(), links=[link.format(port=site.url.rsplit(":", 1)[1])])
+    assert r.status_code == 400 and r.json["code"] == "link_not_allowed", r.json
+    assert site.hits == []
+
+
+def test_embedded_ipv4_addresses_are_judged_by_what_they_carry():
+    assert not links._public("64:ff9b::a00:1") and links._public("64:ff9b::808:808")
+    assert not links._public("2002:c0a8:101::1") and links._public("2002:808:808::1")
+    assert not links._public("::ffff:10.0.0.1")
+
+
+def test_peer_is_checked_before_anything_is_sent(vision, site, monkeypatch):
+    """If DNS said public but the connection lands on a private address, no request is sent."""
+    monkeypatch.setattr(links, "check_host", lambda url, settings, label: None)
+    r = ask_images(vision(), links=[f"{site.url}/cat.png"])
+    assert r.status_code == 400 and r.json["code"] == "link_not_allowed"
+    assert site.hits == []
+
+
+@pytest.mark.parametrize("path", ["/drip-headers.png", "/drip-body.png"])
+def test_one_deadline_for_a_dripping_link(vision, site, path):
+    client = vision(allow_private_links=True, link_deadline=1.5)
+    t = time.perf_counter()
+    r = ask_images(client, links=[f"{site.url}{path}"])
+    assert r.status_code == 504 and r.json["code"] == "image_fetch_timeout"
+    assert time.perf_counter() - t < 3
