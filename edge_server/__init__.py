@@ -13,6 +13,7 @@ from .catalog import Catalog
 from .chats import ChatStore
 from .errors import register_error_handlers
 from .generation import Generator
+from .images import ImageIntake
 from .runtime import ModelManager
 from .security import install as install_guard
 from .security import resolve_api_key
@@ -38,6 +39,7 @@ class EdgeServer:
     manager: ModelManager
     chats: ChatStore
     generator: Generator
+    images: ImageIntake
     api_key: str | None  # what clients must send; None: no key needed (loopback or --no-auth)
 
 
@@ -55,7 +57,7 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
                       settings.max_system_prompt_bytes)
     api_key = resolve_api_key(settings)
     app.extensions["edge_server"] = EdgeServer(settings, catalog, store, manager, chats,
-                                               Generator(settings, manager, chats), api_key)
+                                               Generator(settings, manager, chats), ImageIntake(settings), api_key)
 
     register_error_handlers(app)
 

@@ -56,6 +56,18 @@ def _key(overrides: dict, rotate: bool) -> int:
     return 0
 
 
+def _progress_line(name: str):
+    """A one-line progress report on stderr, redrawn at most once per whole percent."""
+    shown = [-1]
+
+    def report(done: int, total: int | None) -> None:
+        percent = int(100 * done / total) if total else 0
+        if percent != shown[0]:
+            shown[0] = percent
+            print(f"\r{name}: {_human(done)} of {_human(total)} ({percent}%)", end="", file=sys.stderr, flush=True)
+    return report
+
+
 def _human(size) -> str:
     if not size:
         return "-"
@@ -92,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pull":
         try:
             spec = edge.manager.spec(args.model_name)
-            files = edge.store.download(spec)
+            files = edge.store.download(spec, progress=_progress_line(spec.name))
+            print(file=sys.stderr)
         except EdgeError as exc:
             print(f"edge-server: {exc.detail}", file=sys.stderr)
             return 1

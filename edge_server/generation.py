@@ -9,7 +9,6 @@ from typing import Callable, Iterator
 from .backends import VISION, GenerationOptions, Prepared
 from .chats import ChatStore
 from .errors import ContextLengthExceeded, EdgeError
-from .queueing import StreamLimit
 from .runtime import ModelManager, RunningModel
 from .settings import Settings
 
@@ -146,11 +145,15 @@ class Answer:
 class Generator:
     def __init__(self, settings: Settings, manager: ModelManager, chats: ChatStore):
         self.settings, self.manager, self.chats = settings, manager, chats
-        self.limit = StreamLimit(settings.max_streams)
+        self.limit = manager.slow_work
 
     def start(self, model_name, prompt: str, options: GenerationOptions, chat_id: str = "default",
-              images: list | None = None, abandoned: Callable[[], bool] | None = None) -> Answer:
-        """Queue for the model and render the chat; errors raise here, before any byte is streamed."""
+              images: list[Callable[[], bytes]] | None = None, abandoned: Callable[[], bool] | None = None) -> Answer:
+        """Queue for the model and render the chat; errors raise here, before any byte is streamed.
+
+        `images` are loaders (fetch a link, decode an upload), called once this request holds a place
+        among the server's slow work but before it waits for the model.
+        """
         abandoned = abandoned or (lambda: False)
         size = len(prompt.encode("utf-8"))
         if size > self.settings.max_prompt_bytes:  # before tokenizing: a huge text would hold the model
@@ -161,6 +164,7 @@ class Generator:
         with ExitStack() as undo:  # if anything below fails, give back what was taken
             self.limit.take()
             undo.callback(self.limit.give_back)
+            images = [load() for load in images or ()]
             running.slot.acquire(abandoned)
             undo.callback(running.slot.release)
             prepared = self._fit(running, self.chats.get(running.spec.name, chat_id), prompt, options, images)

@@ -18,7 +18,7 @@ CODES = {
     "busy": 503, "context_length_exceeded": 400, "generation_failed": 500, "model_not_multimodal": 400,
     "image_invalid": 422, "image_too_large": 413, "too_many_images": 413, "link_not_allowed": 400,
     "image_fetch_failed": 502, "image_fetch_timeout": 504, "prompt_too_large": 413, "chat_too_large": 413,
-    "too_many_chats": 409, "system_prompt_too_large": 413,
+    "too_many_chats": 409, "system_prompt_too_large": 413, "downloading": 202, "download_cancelled": 409,
 }
 _ALWAYS = ("host_not_allowed", "internal_error")
 _GUARDED = ("unauthorized",)  # operations that need the key
@@ -27,7 +27,7 @@ _HUB = ("hub_not_found", "hub_unreachable", "hub_offline", "hub_unauthorized", "
 _STREAM = ("model_not_found", "model_not_running", "busy", "context_length_exceeded", "generation_failed",
            "prompt_too_large", "chat_too_large", "too_many_chats")
 
-_STATUS_TEXT = {400: "The request cannot be served as asked", 401: "Missing or wrong API key",
+_STATUS_TEXT = {202: "Accepted: the model is downloading; poll GET /model/status", 400: "The request cannot be served as asked", 401: "Missing or wrong API key",
                 403: "Refused: Host or Origin not allowed", 404: "Not found", 409: "Too many", 413: "Too large",
                 415: "The body is not JSON (or multipart where uploads are taken)",
                 422: "The body or a parameter does not validate", 500: "Server error",
@@ -141,11 +141,12 @@ def _paths() -> dict:
         "/model/launch": {"post": _op(
             "models", "Download (if needed) and start a model", NULL,
             ("model_not_found", "model_not_installed", "full_mode_required", "backend_unavailable",
-             "model_load_failed") + _HUB,
+             "model_load_failed", "downloading", "download_cancelled", "busy") + _HUB,
             body=_json(_object(["model_name"], model_name=MODEL_NAME, n_ctx={
                 "description": "Context size in tokens, rounded up to a multiple of 256; -1 or absent: the "
                                "model's default (capped at its trained context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16, "maximum": 1 << 20}]})))},
-        "/model/kill": {"delete": _op("models", "Stop a running model and free its memory", NULL,
+        "/model/kill": {"delete": _op("models", "Stop a running model and free its memory, or cancel its download",
+                                      NULL,
                                       ("model_not_found", "model_not_running"), body=named)},
         "/model/delete": {"delete": _op(
             "models", "Stop a model, delete its downloaded files and its chats", NULL,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from contextlib import contextmanager
 from typing import Callable
 
 from .errors import Busy, ClientGone, ModelNotRunning
@@ -63,8 +64,9 @@ class ModelSlot:
         return len(self._waiting)
 
 
-class StreamLimit:
-    """Caps streams (running or queued) server-wide so cheap endpoints always find a free worker."""
+class SlowWork:
+    """Caps the requests that hold a worker for long (streams running or queued, image links being
+    fetched, downloads) server-wide, so cheap endpoints always find a free worker."""
 
     def __init__(self, limit: int):
         self.limit = limit
@@ -74,9 +76,17 @@ class StreamLimit:
     def take(self) -> None:
         with self._lock:
             if self._count >= self.limit:
-                raise Busy(f"The server is handling {self._count} streams, its limit.")
+                raise Busy(f"The server is handling {self._count} long requests, its limit.")
             self._count += 1
 
     def give_back(self) -> None:
         with self._lock:
             self._count -= 1
+
+    @contextmanager
+    def held(self):
+        self.take()
+        try:
+            yield
+        finally:
+            self.give_back()

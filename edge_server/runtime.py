@@ -1,7 +1,6 @@
 """Running models: launch, kill, delete and status. One object per app, never module state."""
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import threading
@@ -10,21 +9,14 @@ from dataclasses import dataclass, field
 from .backends import BackendRegistry, LoadedModel
 from .catalog import Catalog, ModelSpec
 from .engine import Engine
+from .memory import release_free_heap
 from .errors import EdgeError, InvalidRequest, ModelLoadError, ModelNotRunning
-from .queueing import ModelSlot
+from .queueing import ModelSlot, SlowWork
 from .settings import Settings
 from .store import ModelStore
 
 log = logging.getLogger("edge_server.models")
 CTX_BLOCK = 256  # llama.cpp's context granularity (and minimum)
-
-
-def release_free_heap() -> None:
-    """Hand freed heap pages back to the OS (glibc keeps them otherwise; Android's libc has no such call)."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass
@@ -42,8 +34,10 @@ class ModelManager:
         self._running: dict[str, RunningModel] = {}
         self._busy: dict[str, dict] = {}  # name -> {"state": downloading|loading, bytes...}
         self._locks: dict[str, threading.Lock] = {}
+        self._cancels: dict[str, threading.Event] = {}  # name -> set to cancel its download
         self._guard = threading.Lock()
         self.engine = Engine()  # the one thread that computes; see engine.py
+        self.slow_work = SlowWork(settings.max_streams)  # streams, link fetches and downloads share it
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -73,12 +67,11 @@ class ModelManager:
         """Download if needed, then load; a second launch with the same n_ctx is a no-op."""
         spec = self.spec(name)
         wanted = self._resolve_n_ctx(spec, n_ctx)
+        self._refuse_while_downloading(spec.name)
         with self._lock(spec.name):
             backend = self.registry.get(spec.backend)
             try:
-                self._busy[spec.name] = {"state": "downloading", "bytes_done": 0, "bytes_total": spec.size}
-                files = self.store.download(spec, progress=lambda done, total: self._busy[spec.name].update(
-                    bytes_done=done, bytes_total=total))
+                files = self.store.files(spec) or self._download(spec)
                 current = self._running.get(spec.name)
                 if current is not None and current.requested == wanted:
                     return current
@@ -101,6 +94,27 @@ class ModelManager:
             finally:
                 self._busy.pop(spec.name, None)
 
+    def _download(self, spec: ModelSpec):
+        """Download, holding a place among the server's slow work; kill or delete cancels it."""
+        cancel = threading.Event()
+        self._busy[spec.name] = {"state": "downloading", "bytes_done": 0, "bytes_total": spec.size}
+        self._cancels[spec.name] = cancel
+        try:
+            with self.slow_work.held():
+                return self.store.download(spec, cancelled=cancel.is_set, progress=lambda done, total:
+                                           self._busy[spec.name].update(bytes_done=done, bytes_total=total))
+        finally:
+            self._cancels.pop(spec.name, None)
+
+    def _refuse_while_downloading(self, name: str) -> None:
+        """A second launch during a download answers at once rather than holding a worker until it ends."""
+        busy = self._busy.get(name)
+        if name in self._cancels and busy:
+            done, total = busy.get("bytes_done") or 0, busy.get("bytes_total")
+            share = f" ({100 * done // total}% of {total} bytes)" if total else ""
+            raise EdgeError(f"Model {name!r} is downloading{share}; poll GET /model/status until it runs.",
+                            status=202, code="downloading")
+
     def get(self, name) -> RunningModel:
         running = self._running.get(name) if isinstance(name, str) else None
         if running is None:
@@ -109,7 +123,12 @@ class ModelManager:
         return running
 
     def kill(self, name) -> None:
+        """Stop a running model, or cancel its download (the part kept on disk resumes on the next launch)."""
         self.catalog.get(name)
+        cancel = self._cancels.get(name)
+        if cancel is not None:
+            cancel.set()
+            return
         with self._lock(name):
             running = self._running.get(name)
             if running is None:
@@ -128,6 +147,9 @@ class ModelManager:
 
     def delete(self, name) -> None:
         spec = self.catalog.get(name)
+        cancel = self._cancels.get(name)
+        if cancel is not None:
+            cancel.set()  # the launch lets go of the lock at its next piece
         with self._lock(name):
             running = self._running.get(name)
             if running is not None:

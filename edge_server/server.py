@@ -13,6 +13,10 @@ def make_server(app, settings, **overrides):
 
     options = dict(
         host=settings.host, port=settings.port, threads=settings.threads,
+        # A connection costs a socket, not a worker, until its request has fully arrived; 150 clients
+        # trickling header bytes used up waitress' default 100 and locked everyone else out. (waitress
+        # polls with select(), so stay well under its 1024 descriptors.)
+        connection_limit=settings.max_connections,
         # Lets waitress notice a client that hung up mid-stream, so generation stops.
         channel_request_lookahead=1,
         # Flask refuses bodies over max_body_bytes with our JSON error; waitress' own (plain text)

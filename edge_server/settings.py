@@ -25,7 +25,8 @@ class Settings:
     threads: int = 12  # waitress worker threads (queued streams hold one each)
     full: bool = False  # full mode: discover heavy backend plugins through entry points
     queue_size: int = 8  # requests allowed to wait for one busy model before 503 busy
-    reserved_threads: int = 2  # workers never given to streams, so cheap endpoints always answer
+    reserved_threads: int = 2  # workers never given to slow work (streams, link fetches, downloads)
+    max_connections: int = 500  # open connections waitress keeps (slow clients wait in these, not in workers)
     max_body_bytes: int = 32 * 1024 * 1024  # largest request body accepted (413 above)
     default_n_ctx: int = 8192  # n_ctx used by /model/launch when the body omits it
     n_threads: int | None = None  # CPU threads llama.cpp uses per model (None: its own choice)
@@ -36,6 +37,8 @@ class Settings:
     max_images: int = 4  # images in one request
     max_image_pixels: int = 40_000_000  # Pillow's decompression-bomb limit, pixels
     image_max_side: int = 1024  # larger images are downscaled to this many pixels on their long side
+    max_decode_pixels: int = 64_000_000  # pixels being decoded at once, server-wide (bounds image memory)
+    image_wait: float = 30.0  # seconds an image may wait for the decode budget before 503 busy
     allow_private_links: bool = False  # let image links point at loopback/LAN addresses
     link_timeout: float = 10.0  # seconds to connect, and between bytes, when fetching an image link
     link_max_redirects: int = 3  # redirects followed for one image link

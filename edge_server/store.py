@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .catalog import ModelSpec
-from .errors import HubError, ModelNotInstalled
+from .errors import EdgeError, HubError, ModelNotInstalled
 from .settings import Settings
 
 log = logging.getLogger("edge_server.store")
 
 Progress = Callable[[int, "int | None"], None]  # (bytes done, bytes total)
+PIECE = 1 << 20  # bytes read between cancellation checks and progress reports
+RETRIES = 3  # a cut transfer is resumed this many times before the launch fails
 
 
 @dataclass(frozen=True)
@@ -22,28 +25,55 @@ class ModelFiles:
     mmproj: Path | None = None
 
 
-def _progress_bar_class(report: Progress):
-    """Build a tqdm stand-in that forwards huggingface_hub's byte counts to `report`."""
+class DownloadCancelled(EdgeError):
+    status, code = 409, "download_cancelled"
 
-    class _Reporter:
-        def __init__(self, *args, total=None, initial=0, **kwargs):
-            self.total, self.n = total, initial
-            report(self.n, self.total)
 
-        def update(self, n=1):
-            self.n += n
-            report(self.n, self.total)
+def _auth_headers(token: str | None) -> dict:
+    from huggingface_hub.utils import build_hf_headers
 
-        def __enter__(self):
-            return self
+    return {**build_hf_headers(token=token or None), "Accept-Encoding": "identity"}
 
-        def __exit__(self, *exc):
-            return False
 
-        def close(self):
-            pass
+def _fetch(meta, auth: dict, target: Path, report: Callable[[int], None], cancelled: Callable[[], bool]) -> None:
+    """Download meta.location into target via target.part, resuming what is there, retrying cut transfers."""
+    import httpx2 as httpx
+    from huggingface_hub.utils import get_session, hf_raise_for_status
 
-    return _Reporter
+    part, stamp = target.with_name(target.name + ".part"), target.with_name(target.name + ".part.etag")
+    if part.exists() and (not stamp.exists() or stamp.read_text() != (meta.etag or "")):
+        part.unlink()  # the file changed on the hub since: start over
+    stamp.write_text(meta.etag or "")
+    for attempt in range(RETRIES + 1):
+        have = part.stat().st_size if part.exists() else 0
+        if meta.size is not None and have >= meta.size:
+            break
+        headers = {**auth, **({"Range": f"bytes={have}-"} if have else {})}
+        try:
+            with get_session().stream("GET", meta.location, headers=headers, follow_redirects=True,
+                                      timeout=httpx.Timeout(30.0, connect=10.0)) as response:
+                hf_raise_for_status(response)
+                if have and response.status_code != 206:
+                    have = 0  # the server sent the whole file
+                with open(part, "ab" if have else "wb") as out:
+                    report(have)
+                    for piece in response.iter_bytes(PIECE):
+                        if cancelled():
+                            raise DownloadCancelled(f"The download of {target.name} was cancelled; launch again "
+                                                    "to resume it.")
+                        out.write(piece)
+                        have += len(piece)
+                        report(have)
+            if meta.size is None:
+                break
+        except httpx.TransportError:
+            if attempt == RETRIES:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
+    if meta.size is not None and part.stat().st_size != meta.size:
+        raise OSError(f"{target.name}: got {part.stat().st_size} bytes, expected {meta.size}")
+    part.replace(target)
+    stamp.unlink(missing_ok=True)
 
 
 def _walk(exc: BaseException):
@@ -70,7 +100,7 @@ def hub_error(exc: Exception, spec: ModelSpec, offline: bool) -> HubError:
         if isinstance(cause, hf.HfHubHTTPError) and getattr(cause.response, "status_code", None) in (401, 403):
             return HubError(f"The hub refused access to {source}; set HF_TOKEN for gated models.",
                             code="hub_unauthorized")
-        if isinstance(cause, TimeoutError) or type(cause).__name__.endswith("TimeoutException"):
+        if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
             return HubError(f"The hub did not answer in time for {source}.", status=504, code="hub_timeout")
     return HubError(f"Could not download {spec.name!r} from the hub: {exc.__class__.__name__}. "
                     "Check the network and HF_ENDPOINT.", code="hub_unreachable")
@@ -109,41 +139,50 @@ class ModelStore:
         files = self.files(spec)
         return sum(p.stat().st_size for p in (files.model, files.mmproj) if p) if files else 0
 
-    def download(self, spec: ModelSpec, progress: Progress | None = None) -> ModelFiles:
-        """Fetch missing files (resuming partial ones) and return them; reuse complete files.
+    def download(self, spec: ModelSpec, progress: Progress | None = None,
+                 cancelled: Callable[[], bool] = lambda: False) -> ModelFiles:
+        """Fetch missing files and return them; reuse complete files, resume partial ones.
 
-        With `progress`, byte counts go there; without it huggingface_hub draws its own bar (`pull`).
+        huggingface_hub gives the URL, the size and ETag, the auth headers, offline mode and its
+        errors; the bytes are fetched here into `<file>.part`, a stable name, so a transfer cut by a
+        crash, a restart or a kill resumes with a Range request, and `cancelled` is checked between
+        pieces.
         """
         existing = self.files(spec)
         if existing or spec.is_local:
             if existing is None:
                 raise ModelNotInstalled(f"Local model file for {spec.name!r} not found: {spec.path}")
             return existing
-        from huggingface_hub import hf_hub_download
-
         folder = self.folder(spec)
-        wanted = [spec.filename] + ([spec.mmproj] if spec.mmproj else [])
-        done = 0
-        for index, filename in enumerate(wanted):
-            if (folder / filename).is_file():
-                continue
-            log.info("downloading %s: %s/%s", spec.name, spec.repo_id, filename)
-            bar = None
-            if progress:
-                base = done
-                bar = _progress_bar_class(lambda n, total, base=base: progress(base + n, total and base + total))
+        wanted = [f for f in [spec.filename] + ([spec.mmproj] if spec.mmproj else []) if not (folder / f).is_file()]
+        if self.settings.hf_offline:
+            raise hub_error(None, spec, offline=True)
+        try:
+            metas = [(name, self._metadata(spec, name)) for name in wanted]
+        except Exception as exc:  # huggingface_hub raises many kinds; all become a HubError
+            log.warning("metadata of %s failed: %r", spec.name, exc)
+            raise hub_error(exc, spec, offline=False) from exc
+        total, done, headers = sum(meta.size or 0 for _, meta in metas), 0, _auth_headers(self.settings.hf_token)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, meta in metas:
+            log.info("downloading %s: %s/%s (%s bytes)", spec.name, spec.repo_id, name, meta.size)
+            report = (lambda n, base=done: progress(base + n, total)) if progress else (lambda n: None)
             try:
-                path = hf_hub_download(
-                    spec.repo_id, filename, revision=spec.revision, local_dir=folder,
-                    endpoint=self.settings.hf_endpoint, token=self.settings.hf_token or None,
-                    local_files_only=self.settings.hf_offline, tqdm_class=bar,
-                )
-            except Exception as exc:  # huggingface_hub raises many kinds; all become a HubError
+                _fetch(meta, headers, folder / name, report, cancelled)
+            except DownloadCancelled:
+                raise
+            except Exception as exc:
                 log.warning("download of %s failed: %r", spec.name, exc)
-                raise hub_error(exc, spec, self.settings.hf_offline) from exc
-            done += Path(path).stat().st_size
+                raise hub_error(exc, spec, offline=False) from exc
+            done += meta.size or 0
         log.info("downloaded %s", spec.name)
         return self.files(spec)
+
+    def _metadata(self, spec: ModelSpec, filename: str):
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        url = hf_hub_url(spec.repo_id, filename, revision=spec.revision, endpoint=self.settings.hf_endpoint)
+        return get_hf_file_metadata(url, token=self.settings.hf_token or None, endpoint=self.settings.hf_endpoint)
 
     def delete(self, spec: ModelSpec) -> None:
         """Remove the model's folder from the store; local-path models are never touched."""

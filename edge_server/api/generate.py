@@ -1,12 +1,12 @@
 """/generate/*: streamed answers."""
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Blueprint, Response, request
 
 from ..chats import check_chat_id
 from ..errors import ImageInvalid, InvalidRequest, TooManyImages
-from ..images import prepare_image
-from ..links import load_link
 from . import edge
 from .validation import field, form_body, generation_options, json_body, model_name
 
@@ -56,14 +56,12 @@ def fromimagetext():
     if len(links) + len(uploads) > settings.max_images:
         raise TooManyImages(f"{len(links) + len(uploads)} images sent; the limit is {settings.max_images}.")
     app.generator.require(name, vision=True)  # fail fast, before fetching anything
-    images = []
+    images = []  # loaders: the generator runs them once the request is admitted
     for i, upload in enumerate(uploads):
         label = f"image_files[{i}] ({upload.filename or 'unnamed'})"
         data = upload.stream.read(settings.max_image_bytes + 1)
         if not data:
             raise ImageInvalid(f"{label} is empty.")
-        images.append(prepare_image(data, settings, label))
-    for i, link in enumerate(links):
-        label = f"image_links[{i}]"
-        images.append(prepare_image(load_link(link, settings, label), settings, label))
+        images.append(partial(app.images.upload, data, label))
+    images += [partial(app.images.link, link, f"image_links[{i}]") for i, link in enumerate(links)]
     return stream(app.generator.start(name, prompt, options, chat_id, images=images, abandoned=client_gone()))
