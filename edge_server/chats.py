@@ -29,12 +29,14 @@ def check_chat_id(chat_id) -> str:
 
 
 def _empty() -> dict:
-    return {"system_prompt": None, "turns": []}
+    # context_start: turns before it are kept but no longer sent to the model (see Generator._fit).
+    return {"system_prompt": None, "turns": [], "context_start": 0}
 
 
 def _valid(data) -> bool:
     return (isinstance(data, dict) and isinstance(data.get("turns"), list)
             and (data.get("system_prompt") is None or isinstance(data["system_prompt"], str))
+            and isinstance(data.get("context_start", 0), int)
             and all(isinstance(t, dict) and t.get("role") in ("user", "assistant") and isinstance(t.get("content"), str)
                     for t in data["turns"]))
 
@@ -87,7 +89,7 @@ class ChatStore:
             data = json.loads(path.read_text("utf-8"))
             if not _valid(data):
                 raise ValueError("unexpected shape")
-            return data
+            return {**_empty(), **data}
         except FileNotFoundError:
             return _empty()
         except (OSError, ValueError, RecursionError) as exc:
@@ -125,7 +127,8 @@ class ChatStore:
     def _copy(self, model: str, chat_id: str) -> dict:
         # Turns are never changed in place, so a new list is copy enough.
         chat = self._cached(model, chat_id)
-        return {"system_prompt": chat["system_prompt"], "turns": list(chat["turns"])}
+        return {"system_prompt": chat["system_prompt"], "turns": list(chat["turns"]),
+                "context_start": chat["context_start"]}
 
     def check_room(self, model: str, chat_id: str, adding: int) -> None:
         """Raise if `adding` more bytes (a question) would pass the chat's limit, or if a new chat is one too many."""
@@ -151,6 +154,9 @@ class ChatStore:
         self._update(model, chat_id, lambda chat: chat["turns"].extend(
             [user, {"role": "assistant", "content": answer}]))
 
+    def set_context_start(self, model: str, chat_id: str, start: int) -> None:
+        self._update(model, chat_id, lambda chat: chat.update(context_start=start))
+
     def set_system_prompt(self, model: str, chat_id: str, text: str) -> None:
         if len(text.encode("utf-8")) > self.max_system_prompt:
             raise EdgeError(f"The system prompt is longer than {self.max_system_prompt} bytes.", status=413,
@@ -164,7 +170,7 @@ class ChatStore:
         for name in self.set_aside(model, chat_id):
             (self.root / model / name).unlink(missing_ok=True)
         if self._path(model, chat_id).exists():
-            self._update(model, chat_id, lambda chat: chat.update(turns=[]))
+            self._update(model, chat_id, lambda chat: chat.update(turns=[], context_start=0))
 
     def delete_model(self, model: str) -> None:
         with self._lock:

@@ -167,7 +167,7 @@ class Generator:
             images = [load() for load in images or ()]
             running.slot.acquire(abandoned)
             undo.callback(running.slot.release)
-            prepared = self._fit(running, self.chats.get(running.spec.name, chat_id), prompt, options, images)
+            prepared = self._fit(running, chat_id, self.chats.get(running.spec.name, chat_id), prompt, options, images)
             undo.pop_all()  # from here on the Answer gives them back when it closes
         answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()))
         answer.prime()
@@ -180,25 +180,39 @@ class Generator:
             raise EdgeError(f"Model {model_name!r} does not read images.", status=400, code="model_not_multimodal")
         return running
 
-    def _fit(self, running: RunningModel, chat: dict, prompt: str, options: GenerationOptions, images) -> Prepared:
-        """Render the chat, leaving out the oldest exchanges until prompt + answer fit the context."""
+    def _fit(self, running: RunningModel, chat_id: str, chat: dict, prompt: str, options: GenerationOptions,
+             images) -> Prepared:
+        """Render the chat from its context start; when that no longer fits, move the start on.
+
+        The start moves far enough that the chat fills about half of what is left for the prompt, and
+        stays there for the turns after: each of them then begins with the same tokens and reuses the
+        model's cache. (Dropping one exchange per turn shifted the prompt every turn, and every turn
+        re-read the whole context: 0.4 s became 5 s on Gemma at n_ctx 2048.)
+        """
         model, turns = running.model, chat["turns"]
+        pairs = len(turns) // 2
+        start = min(chat.get("context_start", 0), pairs)
         budget = model.n_ctx - options.max_new_tokens
-        full = model.prepare(_messages(chat, turns, prompt), images)
-        if full.n_tokens <= budget:
-            return full  # the usual case: one render
-        minimal = model.prepare(_messages(chat, [], prompt), images) if turns else full
+
+        def render(drop: int) -> Prepared:
+            return model.prepare(_messages(chat, turns[2 * drop:], prompt), images)
+
+        current = render(start)
+        if current.n_tokens <= budget:
+            return current  # the usual case: one render
+        minimal = render(pairs) if pairs > start else current
         if minimal.n_tokens >= model.n_ctx:
             raise ContextLengthExceeded(
                 f"The prompt is {minimal.n_tokens} tokens; the model's context holds {model.n_ctx}.")
-        # Fewer exchanges always mean fewer tokens, so search for the most that still fit.
-        pairs = len(turns) // 2
-        lo, hi, best = 1, pairs - 1, minimal  # how many of the oldest exchanges to leave out
+        # Fewer exchanges always mean fewer tokens: search for the fewest left out that fill half the budget.
+        target, best, lo, hi = max(budget // 2, minimal.n_tokens), (pairs, minimal), start + 1, pairs - 1
         while lo <= hi:
             drop = (lo + hi) // 2
-            candidate = model.prepare(_messages(chat, turns[2 * drop:], prompt), images)
-            if candidate.n_tokens <= budget:
-                best, hi = candidate, drop - 1
+            candidate = render(drop)
+            if candidate.n_tokens <= target:
+                best, hi = (drop, candidate), drop - 1
             else:
                 lo = drop + 1
-        return best
+        if best[0] != start:
+            self.chats.set_context_start(running.spec.name, chat_id, best[0])
+        return best[1]

@@ -131,6 +131,9 @@ def _paths() -> dict:
     history = _object(["model_name", "chat_id", "system_prompt", "turns", "set_aside"], model_name={"type": "string"},
                       chat_id={"type": "string"}, system_prompt={"type": ["string", "null"]},
                       turns={"type": "array", "items": turn},
+                      context_start={"type": "integer", "description": "Turns before this index are kept but no "
+                                                                       "longer sent to the model (the chat outgrew "
+                                                                       "its context)"},
                       set_aside={**STRINGS, "description": "Files of this chat that could not be read and were moved "
                                                           "aside (the chat starts empty); cleared by clearchat"})
     heavy = {"description": "Whether it needs full mode", "content": {"application/json": {

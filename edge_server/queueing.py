@@ -1,7 +1,9 @@
 """Fair sharing: one generation at a time per model, waiting requests served in arrival order."""
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import deque
 from contextlib import contextmanager
 from typing import Callable
@@ -19,16 +21,20 @@ class ModelSlot:
         self._waiting: deque = deque()
         self._busy = False
         self.closed = False
+        self._since = 0.0  # when the current holder got the model
+        self._hold = 5.0  # seconds one request holds the model, a running average (a first guess until measured)
 
     def acquire(self, abandoned: Callable[[], bool] | None = None) -> None:
         """Wait for the model; raise Busy if the queue is full, ModelNotRunning if it is killed."""
         with self._cond:
             self._check_open()
             if not self._busy and not self._waiting:
-                self._busy = True
+                self._take()
                 return
             if len(self._waiting) >= self.queue_size:
-                raise Busy(f"Model {self.name!r} is busy and {len(self._waiting)} requests are waiting.")
+                # Retry when the queue has about moved on by one: its length times the usual hold.
+                raise Busy(f"Model {self.name!r} is busy and {len(self._waiting)} requests are waiting.",
+                           retry_after=max(1, math.ceil(self._hold * (len(self._waiting) + 1))))
             ticket = object()
             self._waiting.append(ticket)
             try:
@@ -37,7 +43,7 @@ class ModelSlot:
                     if abandoned is not None and abandoned():
                         raise ClientGone("The client went away while waiting.")
                     self._cond.wait(0.2)
-                self._busy = True
+                self._take()
             finally:
                 self._waiting.remove(ticket)
                 self._cond.notify_all()
@@ -46,8 +52,13 @@ class ModelSlot:
         if self.closed:
             raise ModelNotRunning(f"Model {self.name!r} was stopped.")
 
+    def _take(self) -> None:
+        self._busy, self._since = True, time.monotonic()
+
     def release(self) -> None:
         with self._cond:
+            if self._busy:
+                self._hold = 0.7 * self._hold + 0.3 * (time.monotonic() - self._since)
             self._busy = False
             self._cond.notify_all()
 

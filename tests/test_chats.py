@@ -51,7 +51,7 @@ def test_system_prompt_clear_keeps_it(running, tiny_app):
     assert history(running)["system_prompt"] == "Be kind." and len(history(running)["turns"]) == 2
     assert running.delete("/chat/clearchat", json={"model_name": "tiny"}).json is None
     assert history(running) == {"model_name": "tiny", "chat_id": "default", "system_prompt": "Be kind.", "turns": [],
-                                "set_aside": []}
+                                "context_start": 0, "set_aside": []}
     # The system prompt reaches the model through its chat template.
     model = tiny_app.extensions["edge_server"].manager.get("tiny").model
     prepared = model.prepare([{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}])
@@ -159,7 +159,7 @@ def test_trimming_keeps_system_prompt_and_recent_turns(make_app, tiny_gguf):
     edge = app.extensions["edge_server"]
     running = edge.manager.get("tiny")
     options = GenerationOptions(max_new_tokens=64)
-    prepared = edge.generator._fit(running, edge.chats.get("tiny", "default"), "newest", options, None)
+    prepared = edge.generator._fit(running, "default", edge.chats.get("tiny", "default"), "newest", options, None)
     assert prepared.n_tokens <= 256 - 64
     text = rendered(running.model, prepared)
     assert text.startswith("<|system|>\nSYS") and "newest" in text

@@ -6,6 +6,8 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import requests
@@ -165,3 +167,60 @@ def test_control_characters_in_paths_cannot_forge_log_lines(served, caplog):
         requests.get(f"{url}/model/x%0a2026-01-01 INFO edge_server.http: GET /fake 200")
     lines = [r.getMessage() for r in caplog.records if r.name == "edge_server.http"]
     assert any("\\x0a" in line for line in lines) and not any("\n" in line for line in lines)
+
+
+def test_retry_after_follows_the_queue_and_recent_holds():
+    """Retry-After was always 2 (finding 11): now the usual hold time times the queue ahead."""
+    from edge_server.errors import Busy
+    from edge_server.queueing import ModelSlot
+
+    slot = ModelSlot("m", queue_size=1)
+    for _ in range(20):  # requests that hold the model about 0.05 s
+        slot.acquire()
+        time.sleep(0.05)
+        slot.release()
+    slot.acquire()
+    waiter = threading.Thread(target=lambda: (slot.acquire(), slot.release()))
+    waiter.start()
+    time.sleep(0.3)
+    with pytest.raises(Busy) as refused:
+        slot.acquire()
+    assert refused.value.headers["Retry-After"] == "1"  # 2 x ~0.05 s, rounded up to a whole second
+    slot.release()
+    waiter.join()
+    long = ModelSlot("m", queue_size=3)
+    long._hold = 4.0  # as measured on a slow model
+    long.acquire()
+    waiters = [threading.Thread(target=lambda: (long.acquire(), long.release())) for _ in range(3)]
+    for w in waiters:
+        w.start()
+    time.sleep(0.5)
+    with pytest.raises(Busy) as refused:
+        long.acquire()
+    assert refused.value.headers["Retry-After"] == "16"  # 4 s x (3 waiting + the one generating)
+    long.release()
+    for w in waiters:
+        w.join()
+
+
+def test_an_outgrown_chat_keeps_reusing_its_prefix(make_app, tiny_gguf):
+    """Dropping one exchange a turn shifted the prompt and re-read the whole context every turn (finding 8)."""
+    app = make_app({"tiny": {"path": str(tiny_gguf), "n_ctx": 512}})
+    client = app.test_client()
+    client.post("/model/launch", json={"model_name": "tiny"})
+    llm = app.extensions["edge_server"].manager.get("tiny").model.llm
+    starts, original = [], llm.eval
+    llm.eval = lambda tokens: (starts.append((llm.n_tokens, len(tokens))), original(tokens))[1]
+    rereads = []
+    for turn in range(16):
+        starts.clear()
+        r = client.post("/generate/fromtext", json={"model_name": "tiny", "prompt": f"question {turn} " * 6,
+                                                    "max_new_tokens": 24, "temperature": 0})
+        assert r.status_code == 200
+        r.get_data()
+        read = sum(n for start, n in starts if n > 1)  # prompt pieces, not generated tokens
+        rereads.append(read)
+    full_rereads = sum(1 for read in rereads[4:] if read > 200)
+    assert full_rereads <= 3, rereads
+    chat = client.get("/chat/getchathistory", query_string={"model_name": "tiny"}).json
+    assert chat["context_start"] > 0  # the chat did outgrow the context

@@ -326,3 +326,16 @@ def test_one_deadline_for_a_dripping_link(vision, site, path):
     r = ask_images(client, links=[f"{site.url}{path}"])
     assert r.status_code == 504 and r.json["code"] == "image_fetch_timeout"
     assert time.perf_counter() - t < 3
+
+
+def test_a_chat_with_pictures_never_gets_stuck(vision):
+    """Image tokens were not counted when fitting the chat: after a few turns every request failed (finding 7)."""
+    client = vision()
+    png = image_bytes()
+    for turn in range(14):
+        r = ask_images(client, files=[("a.png", png)] * 4, prompt=f"turn {turn}: describe these pictures " * 3,
+                       max_new_tokens="40")
+        assert r.status_code == 200, (turn, r.json)
+        r.get_data()
+    turns = client.get("/chat/getchathistory", query_string={"model_name": "tiny-vision"}).json["turns"]
+    assert len(turns) >= 20

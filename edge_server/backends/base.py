@@ -26,6 +26,7 @@ class Prepared:
     payload: Any  # engine-specific (token ids, prompt text, ...)
     stop: tuple[str, ...] = ()  # stop strings the prompt format itself needs
     images: list = field(default_factory=list)
+    text_tokens: int = 0  # of n_tokens, those that are text (the rest are images)
 
 
 class LoadedModel(Protocol):

@@ -56,6 +56,10 @@ class LlamaCppModel:
         self._piece = ctypes.create_string_buffer(256)
         self._formatter = self._make_formatter()
         self._piece_tokens = 64  # prompt tokens per piece; adapts to the measured speed
+        if chat_handler:
+            from .vision import first_guess_tokens_per_image
+
+            self.tokens_per_image = first_guess_tokens_per_image(self.n_ctx)  # measured on the first image
 
     def _make_formatter(self):
         template = self.llm.metadata.get("tokenizer.chat_template")

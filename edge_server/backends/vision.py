@@ -34,17 +34,24 @@ def _data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
+def first_guess_tokens_per_image(n_ctx: int) -> int:
+    """Tokens an image may take before one has been measured: llava-1.5's 576, less in small contexts."""
+    return min(576, n_ctx // 8)
+
+
 def prepare_vision(model, messages: list[dict], images: list[bytes]) -> Prepared:
     """Put the images (JPEG bytes) into the last user turn, as the handlers expect.
 
-    The token count covers the text only: how many tokens an image takes depends on the projector
-    and is known once it is encoded, so an overflow is reported when the stream starts.
+    The count includes the images at the model's tokens per image: a first guess until the first
+    image has been read, then what it measured. Without it a chat with pictures outgrew the
+    context unnoticed and every later turn failed.
     """
     text_only = model.prepare(messages)
     last = dict(messages[-1])
     last["content"] = [{"type": "image_url", "image_url": {"url": _data_uri(jpeg)}} for jpeg in images] + [
         {"type": "text", "text": last["content"]}]
-    return Prepared(text_only.n_tokens, messages[:-1] + [last], images=list(images))
+    return Prepared(text_only.n_tokens + len(images) * model.tokens_per_image, messages[:-1] + [last],
+                    images=list(images), text_tokens=text_only.n_tokens)
 
 
 def stream_vision(model, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
@@ -54,8 +61,13 @@ def stream_vision(model, prepared: Prepared, options: GenerationOptions) -> Iter
         temperature=options.temperature, top_p=options.top_p, top_k=options.top_k,
         repeat_penalty=options.repeat_penalty, seed=options.seed,
     )
+    measured = False
     try:
         for chunk in chunks:
+            if not measured:  # the prompt has been read: what is in the cache beyond the text is the images
+                measured = True
+                images = model.llm.n_tokens - prepared.text_tokens
+                model.tokens_per_image = max(1, images // len(prepared.images))
             text = chunk["choices"][0]["delta"].get("content")
             if text:
                 yield text
