@@ -148,22 +148,23 @@ def test_write_killed_by_sigkill_leaves_old_file(tmp_path):
 
 
 def test_trimming_keeps_system_prompt_and_recent_turns(make_app, tiny_gguf):
-    app = make_app({"tiny": {"path": str(tiny_gguf), "n_ctx": 256}})
+    app = make_app({"tiny": {"path": str(tiny_gguf), "n_ctx": 512}})
     client = app.test_client()
     client.post("/model/launch", json={"model_name": "tiny"})
     client.post("/chat/addsystemprompt", json={"model_name": "tiny", "system_prompt": "SYS"})
-    for i in range(8):  # each exchange is about 60 byte-tokens: far more than 256 in all
+    for i in range(12):  # each exchange is about 60 byte-tokens: far more than 512 in all
         ask(client, f"turn {i} " + "x" * 30, max_new_tokens=16)
     turns = history(client)["turns"]
-    assert len(turns) == 16  # the chat keeps everything; only the prompt is trimmed
+    assert len(turns) == 24  # the chat keeps everything; only the prompt is trimmed
     edge = app.extensions["edge_server"]
     running = edge.manager.get("tiny")
     options = GenerationOptions(max_new_tokens=64)
     prepared = edge.generator._fit(running, "default", edge.chats.get("tiny", "default"), "newest", options, None)
-    assert prepared.n_tokens <= 256 - 64
+    assert prepared.n_tokens <= 512 - 64
+    assert history(client)["context_start"] > 0  # moved on once the chat outgrew the context
     text = rendered(running.model, prepared)
     assert text.startswith("<|system|>\nSYS") and "newest" in text
-    assert "turn 0 " not in text and "turn 7 " in text
+    assert "turn 0 " not in text and "turn 11 " in text
 
 
 def test_prompt_too_long_for_context(make_app, tiny_gguf):
