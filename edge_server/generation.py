@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 from .backends import VISION, GenerationOptions, Prepared
 from .chats import ChatStore
 from .errors import ContextLengthExceeded, EdgeError
+from .memory import release_free_heap
 from .runtime import ModelManager, RunningModel
 from .settings import Settings
 
@@ -140,6 +141,8 @@ class Answer:
         finally:
             self._running.slot.release()
             self._gen.limit.give_back()
+            if self._n_images:
+                release_free_heap()  # decoding and encoding pictures leaves big freed blocks in the heap
 
 
 class Generator:

@@ -146,16 +146,31 @@ class LlamaCppModel:
         if prefix > 0 and not llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
             prefix = 0  # this model's cache cannot drop a suffix: start over
         llm.n_tokens = prefix
+        llm._ctx.kv_cache_seq_rm(-1, prefix, -1)
         size, start = self._piece_tokens, prefix
-        while start < len(prompt):
+        while start + size < len(prompt):
             began = time.perf_counter()
-            llm.eval(prompt[start:start + size])
+            self._eval_without_logits(prompt[start:start + size])
             start += size
             took = time.perf_counter() - began
-            if start < len(prompt):
-                size = max(16, min(llm.n_batch, int(size * PIECE_SECONDS / max(took, 1e-4))))
-                self._piece_tokens = size
-                yield ""
+            size = max(16, min(llm.n_batch, int(size * PIECE_SECONDS / max(took, 1e-4))))
+            self._piece_tokens = size
+            yield ""
+        llm.eval(prompt[start:])  # the last piece, with the logits the first token is chosen from
+
+    def _eval_without_logits(self, tokens: list[int]) -> None:
+        """Llama.eval for a piece in the middle of a prompt, asking for no logits.
+
+        Llama.eval computes the logits of each call's last token: through Gemma 3's 262k-word output
+        layer that is about 35 ms a piece, and made prompts read in 0.1 s pieces 40 % slower. Without
+        it they are about 10 % slower than read whole.
+        """
+        llm, n_past = self.llm, self.llm.n_tokens
+        llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=False)
+        llm._batch.batch.logits[len(tokens) - 1] = False
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[n_past:n_past + len(tokens)] = tokens
+        llm.n_tokens += len(tokens)
 
     def _greedy(self, repeat_penalty: float) -> Iterator[int]:
         """Greedy decoding with an argmax over the logits of the prompt just read.
