@@ -14,6 +14,7 @@ from .chats import ChatStore
 from .errors import register_error_handlers
 from .generation import Generator
 from .images import ImageIntake
+from .memory import release_free_heap
 from .runtime import ModelManager
 from .security import install as install_guard
 from .security import resolve_api_key
@@ -22,6 +23,7 @@ from .store import ModelStore
 
 __version__ = "0.1.0"
 log = logging.getLogger("edge_server.http")
+TRIM_AFTER_BODY_BYTES = 1 << 20
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -70,6 +72,12 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
         took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         log.info("%s %s %s %.1fms", request.method, printable(request.path), response.status_code, took)
         return response
+
+    @app.teardown_request
+    def _trim_after_big_bodies(exc):
+        # A body of megabytes is copied a few times while parsed; give those pages back at once.
+        if (request.content_length or 0) > TRIM_AFTER_BODY_BYTES:
+            release_free_heap()
 
     install_guard(app, settings, api_key)
     from .api import chat, generate, model, pages

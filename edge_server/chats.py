@@ -36,7 +36,7 @@ def _empty() -> dict:
 def _valid(data) -> bool:
     return (isinstance(data, dict) and isinstance(data.get("turns"), list)
             and (data.get("system_prompt") is None or isinstance(data["system_prompt"], str))
-            and isinstance(data.get("context_start", 0), int)
+            and type(data.get("context_start", 0)) is int and data.get("context_start", 0) >= 0
             and all(isinstance(t, dict) and t.get("role") in ("user", "assistant") and isinstance(t.get("content"), str)
                     for t in data["turns"]))
 
@@ -67,7 +67,7 @@ class ChatStore:
 
     CACHED = 64  # chats kept in memory (the rest are read again from disk when asked for)
 
-    def __init__(self, root: Path, max_chats: int = 256, max_bytes: int = 4 << 20, max_system_prompt: int = 64 << 10):
+    def __init__(self, root: Path, max_chats: int = 256, max_bytes: int = 1 << 20, max_system_prompt: int = 64 << 10):
         self.root = Path(root)
         self.max_chats, self.max_bytes, self.max_system_prompt = max_chats, max_bytes, max_system_prompt
         self._chats: OrderedDict[tuple[str, str], dict] = OrderedDict()
@@ -154,8 +154,12 @@ class ChatStore:
         self._update(model, chat_id, lambda chat: chat["turns"].extend(
             [user, {"role": "assistant", "content": answer}]))
 
-    def set_context_start(self, model: str, chat_id: str, start: int) -> None:
-        self._update(model, chat_id, lambda chat: chat.update(context_start=start))
+    def set_context_start(self, model: str, chat_id: str, start: int, n_turns: int) -> None:
+        """Move where the prompt begins, unless the chat changed meanwhile (cleared, say) from `n_turns` turns."""
+        def change(chat):
+            if len(chat["turns"]) == n_turns:
+                chat["context_start"] = start
+        self._update(model, chat_id, change)
 
     def set_system_prompt(self, model: str, chat_id: str, text: str) -> None:
         if len(text.encode("utf-8")) > self.max_system_prompt:

@@ -207,15 +207,21 @@ class Generator:
         if minimal.n_tokens >= model.n_ctx:
             raise ContextLengthExceeded(
                 f"The prompt is {minimal.n_tokens} tokens; the model's context holds {model.n_ctx}.")
-        # Fewer exchanges always mean fewer tokens: search for the fewest left out that fill half the budget.
-        target, best, lo, hi = max(budget // 2, minimal.n_tokens), (pairs, minimal), start + 1, pairs - 1
-        while lo <= hi:
-            drop = (lo + hi) // 2
-            candidate = render(drop)
-            if candidate.n_tokens <= target:
-                best, hi = (drop, candidate), drop - 1
-            else:
-                lo = drop + 1
-        if best[0] != start:
-            self.chats.set_context_start(running.spec.name, chat_id, best[0])
-        return best[1]
+        def fewest(limit: int) -> tuple[int, Prepared]:
+            """The fewest exchanges left out for the prompt to fit `limit` (fewer out always means longer)."""
+            best, lo, hi = (pairs, minimal), start + 1, pairs - 1
+            while lo <= hi:
+                drop = (lo + hi) // 2
+                candidate = render(drop)
+                if candidate.n_tokens <= limit:
+                    best, hi = (drop, candidate), drop - 1
+                else:
+                    lo = drop + 1
+            return best
+
+        drop, prepared = fewest(max(budget // 2, minimal.n_tokens))
+        if drop == pairs and pairs > start:  # the newest exchange alone is over half: keep what fits at all
+            drop, prepared = fewest(budget)
+        if drop != start:
+            self.chats.set_context_start(running.spec.name, chat_id, drop, len(turns))
+        return prepared

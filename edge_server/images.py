@@ -73,8 +73,11 @@ def prepare_image(data: bytes, settings: Settings, label: str, budget: DecodeBud
             if width * height > settings.max_image_pixels:
                 raise ImageInvalid(f"{label} has {width}x{height} pixels; the limit is "
                                    f"{settings.max_image_pixels} pixels.")
-            with budget.admit(width * height) if budget else nullcontext():
-                return _shrink(img, settings.image_max_side)
+            side = settings.image_max_side
+            if img.format == "JPEG":
+                img.draft("RGB", (side, side))  # decode at a reduced scale: far less memory for big photos
+            with budget.admit(img.size[0] * img.size[1]) if budget else nullcontext():  # the size as decoded
+                return _shrink(img, side)
     except Image.DecompressionBombError:
         raise ImageInvalid(f"{label} has more pixels than the limit of {settings.max_image_pixels}.") from None
     except UnidentifiedImageError:
@@ -86,8 +89,6 @@ def prepare_image(data: bytes, settings: Settings, label: str, budget: DecodeBud
 def _shrink(img, side: int) -> bytes:
     from PIL import Image, ImageOps
 
-    if img.format == "JPEG":
-        img.draft("RGB", (side, side))  # decode at a reduced scale: far less memory for big photos
     img.load()
     img = ImageOps.exif_transpose(img).convert("RGB")  # GIFs open at their first frame
     img.thumbnail((side, side), Image.Resampling.LANCZOS)

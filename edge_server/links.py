@@ -30,14 +30,15 @@ def decode_data_uri(link: str, settings: Settings, label: str) -> bytes:
         raise ImageInvalid(f"{label} is not valid base64.") from None
 
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# NAT64, IPv4-compatible (::a.b.c.d) and SIIT-translated (::ffff:0:a.b.c.d) addresses end in an IPv4 one.
+_LAST_32_BITS_V4 = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96")]
 _UNSAFE = re.compile(r"[\\\s\x00-\x1f\x7f]")  # parsers disagree on backslashes; no URL needs these
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     """IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64): those are where it leads."""
     found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None] + list(ip.teredo or ())
-    if ip in _NAT64:
+    if any(ip in net for net in _LAST_32_BITS_V4):
         found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     return found
 
@@ -132,7 +133,10 @@ def fetch_link(url: str, settings: Settings, label: str) -> bytes:
         with requests.Session() as session:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+            session.trust_env = False  # a proxy from the environment would bypass the guarded connections
             for _ in range(settings.link_max_redirects + 1):
+                if time.monotonic() >= deadline:  # name lookups are outside the watchdog's reach
+                    raise FetchTimeout(f"{label}: the download took too long.")
                 check_host(url, settings, label)
                 response = _get(session, url, label, min(settings.link_timeout, deadline - time.monotonic()),
                                 settings.link_timeout, deadline)

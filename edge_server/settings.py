@@ -45,7 +45,7 @@ class Settings:
     link_deadline: float = 30.0  # seconds one image link may take in all: connect, headers and body
     max_prompt_bytes: int = 256 * 1024  # one prompt, checked before tokenizing (413 above)
     max_system_prompt_bytes: int = 64 * 1024  # one system prompt (413 above)
-    max_chat_bytes: int = 4 * 1024 * 1024  # text one chat may hold before it must be cleared (413 above)
+    max_chat_bytes: int = 1024 * 1024  # text one chat may hold before it must be cleared (413 above)
     max_chats_per_model: int = 256  # chat ids one model may have (409 above)
     api_key: str | None = None  # clients send it as "Authorization: Bearer <key>"; None: see security.resolve_api_key
     no_auth: bool = False  # serve a non-loopback address without any key, knowingly

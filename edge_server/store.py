@@ -15,7 +15,7 @@ from .settings import Settings
 log = logging.getLogger("edge_server.store")
 
 Progress = Callable[[int, "int | None"], None]  # (bytes done, bytes total)
-PIECE = 1 << 20  # bytes read between cancellation checks and progress reports
+PIECE = 256 << 10  # bytes read between cancellation checks and progress reports
 RETRIES = 3  # a cut transfer is resumed this many times before the launch fails
 
 
@@ -41,26 +41,31 @@ def _fetch(meta, auth: dict, target: Path, report: Callable[[int], None], cancel
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
     part, stamp = target.with_name(target.name + ".part"), target.with_name(target.name + ".part.etag")
-    if part.exists() and (not stamp.exists() or stamp.read_text() != (meta.etag or "")):
-        part.unlink()  # the file changed on the hub since: start over
+    stale = meta.size is not None and part.exists() and part.stat().st_size > meta.size
+    if part.exists() and (stale or not stamp.exists() or stamp.read_text() != (meta.etag or "")):
+        part.unlink()  # the file changed on the hub since (or the part is wrong): start over
     stamp.write_text(meta.etag or "")
+
+    def check_cancelled():
+        if cancelled():
+            raise DownloadCancelled(f"The download of {target.name} was cancelled; launch again to resume it.")
+
     for attempt in range(RETRIES + 1):
+        check_cancelled()
         have = part.stat().st_size if part.exists() else 0
         if meta.size is not None and have >= meta.size:
             break
         headers = {**auth, **({"Range": f"bytes={have}-"} if have else {})}
         try:
             with get_session().stream("GET", meta.location, headers=headers, follow_redirects=True,
-                                      timeout=httpx.Timeout(30.0, connect=10.0)) as response:
+                                      timeout=httpx.Timeout(15.0, connect=10.0)) as response:
                 hf_raise_for_status(response)
                 if have and response.status_code != 206:
                     have = 0  # the server sent the whole file
                 with open(part, "ab" if have else "wb") as out:
                     report(have)
                     for piece in response.iter_bytes(PIECE):
-                        if cancelled():
-                            raise DownloadCancelled(f"The download of {target.name} was cancelled; launch again "
-                                                    "to resume it.")
+                        check_cancelled()
                         out.write(piece)
                         have += len(piece)
                         report(have)
@@ -69,9 +74,12 @@ def _fetch(meta, auth: dict, target: Path, report: Callable[[int], None], cancel
         except httpx.TransportError:
             if attempt == RETRIES:
                 raise
+            check_cancelled()
             time.sleep(0.5 * 2 ** attempt)
     if meta.size is not None and part.stat().st_size != meta.size:
-        raise OSError(f"{target.name}: got {part.stat().st_size} bytes, expected {meta.size}")
+        size = part.stat().st_size
+        part.unlink()  # a wrong part must not fail every later launch
+        raise OSError(f"{target.name}: got {size} bytes, expected {meta.size}")
     part.replace(target)
     stamp.unlink(missing_ok=True)
 

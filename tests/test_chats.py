@@ -251,14 +251,39 @@ def test_chat_store_unit(tmp_path):
 def test_follow_up_turns_reuse_the_cached_prefix(running, tiny_app):
     """Turn 2 evaluates only what is new, not the whole chat again."""
     model = tiny_app.extensions["edge_server"].manager.get("tiny").model
-    llm = model.llm
-    starts = []  # tokens already in the KV cache when each evaluation began
-    original = llm.eval
-    llm.eval = lambda tokens: (starts.append(llm.n_tokens), original(tokens))[1]
+    from test_hardening import record_reads
+
+    reads = record_reads(model)  # (tokens already in the KV cache, tokens read) for each evaluation
     ask(running, "first question " * 5, max_new_tokens=20)
     first_prompt = model.prepare([{"role": "user", "content": "first question " * 5}]).n_tokens
-    starts.clear()
+    reads.clear()
     ask(running, "second", max_new_tokens=20)
     full = model.prepare([{"role": t["role"], "content": t["content"]} for t in history(running)["turns"][:3]])
     assert first_prompt > 80 and full.n_tokens > first_prompt + 20
-    assert starts[0] >= first_prompt - 1, (starts[0], first_prompt)  # only what is new was read
+    assert reads[0][0] >= first_prompt - 1, (reads[0], first_prompt)  # only what is new was read
+
+
+def test_a_big_last_exchange_is_kept_when_it_fits(make_app, tiny_gguf):
+    """Moving the start to half the context must not throw away the newest exchange when it alone is bigger."""
+    app = make_app({"tiny": {"path": str(tiny_gguf), "n_ctx": 512}})
+    client = app.test_client()
+    client.post("/model/launch", json={"model_name": "tiny"})
+    for i in range(3):
+        ask(client, f"turn {i} " + "z" * 150, max_new_tokens=8)
+    edge = app.extensions["edge_server"]
+    running = edge.manager.get("tiny")
+    prepared = edge.generator._fit(running, "default", edge.chats.get("tiny", "default"), "what did I say?",
+                                   GenerationOptions(max_new_tokens=200), None)
+    text = rendered(running.model, prepared)
+    assert prepared.n_tokens <= 512 - 200 and "turn 2 " in text and "turn 0 " not in text
+
+
+def test_context_start_is_not_moved_on_a_chat_that_changed(tmp_path):
+    store = ChatStore(tmp_path)
+    for i in range(3):
+        store.add_exchange("m", "c", f"q{i}", f"a{i}")
+    store.set_context_start("m", "c", 2, n_turns=6)
+    assert store.get("m", "c")["context_start"] == 2
+    store.clear("m", "c")
+    store.set_context_start("m", "c", 2, n_turns=6)  # computed before the clear: ignored
+    assert store.get("m", "c")["context_start"] == 0

@@ -60,6 +60,7 @@ class LlamaCppModel:
             from .vision import first_guess_tokens_per_image
 
             self.tokens_per_image = first_guess_tokens_per_image(self.n_ctx)  # measured on the first image
+            self.image_measured = False
 
     def _make_formatter(self):
         template = self.llm.metadata.get("tokenizer.chat_template")

@@ -66,8 +66,12 @@ def stream_vision(model, prepared: Prepared, options: GenerationOptions) -> Iter
         for chunk in chunks:
             if not measured:  # the prompt has been read: what is in the cache beyond the text is the images
                 measured = True
-                images = model.llm.n_tokens - prepared.text_tokens
-                model.tokens_per_image = max(1, images // len(prepared.images))
+                per_image = max(1, (model.llm.n_tokens - prepared.text_tokens) // len(prepared.images))
+                # The first measure replaces the guess; later ones can only raise it (a low reading must
+                # not make the chat outgrow the context unnoticed again).
+                model.tokens_per_image = per_image if not model.image_measured else max(model.tokens_per_image,
+                                                                                        per_image)
+                model.image_measured = True
             text = chunk["choices"][0]["delta"].get("content")
             if text:
                 yield text
