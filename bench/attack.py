@@ -262,10 +262,11 @@ def chats(work: Path) -> None:
         for i in range(40):
             codes.add(requests.post(f"{server.url}/chat/addsystemprompt", data=payload % i,
                                     headers={"Content-Type": "application/json"}).status_code)
+        time.sleep(2)
         rss = psutil.Process(server.proc.pid).memory_info().rss
         stored = sum(p.stat().st_size for p in (work / "c" / "chats").rglob("*") if p.is_file())
         print(f"4. chats: 40 system prompts of 30 MB answered {sorted(codes)}; {stored} bytes stored; "
-              f"RSS {idle / MIB:.0f} -> {rss / MIB:.0f} MiB")
+              f"RSS {idle / MIB:.0f} MiB idle, {rss / MIB:.0f} MiB 2 s after")
     finally:
         server.close()
 

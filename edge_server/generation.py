@@ -207,6 +207,7 @@ class Generator:
         if minimal.n_tokens >= model.n_ctx:
             raise ContextLengthExceeded(
                 f"The prompt is {minimal.n_tokens} tokens; the model's context holds {model.n_ctx}.")
+
         def fewest(limit: int) -> tuple[int, Prepared]:
             """The fewest exchanges left out for the prompt to fit `limit` (fewer out always means longer)."""
             best, lo, hi = (pairs, minimal), start + 1, pairs - 1

@@ -60,7 +60,7 @@ class ImageIntake:
 
 def prepare_image(data: bytes, settings: Settings, label: str, budget: DecodeBudget | None = None) -> bytes:
     """Return the image as a JPEG no larger than settings.image_max_side, or raise a JSON-able error."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     # Pillow's own bomb guard, set from our setting (it is process-wide; the check below is per request).
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels

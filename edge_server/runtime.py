@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from .backends import BackendRegistry, LoadedModel
 from .catalog import Catalog, ModelSpec
 from .engine import Engine
-from .memory import release_free_heap
 from .errors import EdgeError, InvalidRequest, ModelLoadError, ModelNotRunning
+from .memory import release_free_heap
 from .queueing import ModelSlot, SlowWork
 from .settings import Settings
 from .store import ModelStore

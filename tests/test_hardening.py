@@ -1,7 +1,6 @@
 """Regression tests for the attack run's findings on input, chats, n_ctx and leftovers (issue 8: 4, 9, 10, 11)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
