@@ -176,6 +176,36 @@ class ChatStore:
         if self._path(model, chat_id).exists():
             self._update(model, chat_id, lambda chat: chat.update(turns=[], context_start=0))
 
+    def summaries(self, model: str) -> list[dict]:
+        """The model's chats, newest first: id, a title from the first question, turn count, last change."""
+        folder = self.root / model
+        if folder.is_symlink() or not folder.is_dir():
+            return []
+        found = []
+        for path in folder.glob("*.json"):
+            chat_id = path.stem
+            if not CHAT_ID_RE.fullmatch(chat_id):
+                continue
+            with self._lock:
+                chat = self._chats.get((model, chat_id)) or self._load(model, chat_id)
+            first = next((t["content"] for t in chat["turns"] if t["role"] == "user"), None)
+            title = " ".join(first.split())[:80] if first else None
+            try:
+                updated = int(path.stat().st_mtime)
+            except FileNotFoundError:  # set aside while loading
+                continue
+            found.append({"chat_id": chat_id, "title": title, "turns": len(chat["turns"]), "updated": updated,
+                          "system_prompt": chat["system_prompt"] is not None})
+        return sorted(found, key=lambda c: c["updated"], reverse=True)
+
+    def delete(self, model: str, chat_id: str) -> None:
+        """Forget the chat entirely: its file, broken copies set aside, and the cached copy."""
+        with self._lock:
+            self._chats.pop((model, chat_id), None)
+            self._path(model, chat_id).unlink(missing_ok=True)
+            for name in self.set_aside(model, chat_id):
+                (self.root / model / name).unlink(missing_ok=True)
+
     def delete_model(self, model: str) -> None:
         with self._lock:
             for key in [k for k in self._chats if k[0] == model]:

@@ -61,9 +61,12 @@ class Answer:
     """An answer being streamed. Iterate for text; closing it (or the end) stores the turn and frees the model."""
 
     def __init__(self, generator: "Generator", running: RunningModel, chat_id: str, prompt: str,
-                 prepared: Prepared, options: GenerationOptions, abandoned: Callable[[], bool], n_images: int):
+                 prepared: Prepared, options: GenerationOptions, abandoned: Callable[[], bool], n_images: int,
+                 finish: bool = False):
         self._gen, self._running, self._chat_id, self._prompt = generator, running, chat_id, prompt
-        self._abandoned, self._n_images = abandoned, n_images
+        self._n_images, self._finish = n_images, finish
+        # finish: the client wants the whole answer stored even if it goes away (a phone's screen locks).
+        self._abandoned = (lambda: False) if finish else abandoned
         self._parts: list[str] = []
         self._first: str | None = None  # computed before the response starts
         self._finished = False
@@ -120,6 +123,14 @@ class Answer:
         finally:
             pieces.close()
 
+    def _drain(self) -> None:
+        """Generate the rest of the answer with nobody reading (it is stored when done)."""
+        try:
+            for _ in self._chunks:
+                pass
+        except Exception:
+            log.exception("finishing an answer for a departed client failed on %s", self._running.spec.name)
+
     @property
     def text(self) -> str:
         return "".join(self._parts)
@@ -130,6 +141,8 @@ class Answer:
             return
         self._finished = True
         try:
+            if self._finish:
+                self._drain()
             self._chunks.close()
             answer = self.text
             # An empty answer is not stored: two user turns in a row break many chat templates.
@@ -151,11 +164,13 @@ class Generator:
         self.limit = manager.slow_work
 
     def start(self, model_name, prompt: str, options: GenerationOptions, chat_id: str = "default",
-              images: list[Callable[[], bytes]] | None = None, abandoned: Callable[[], bool] | None = None) -> Answer:
+              images: list[Callable[[], bytes]] | None = None, abandoned: Callable[[], bool] | None = None,
+              finish: bool = False) -> Answer:
         """Queue for the model and render the chat; errors raise here, before any byte is streamed.
 
         `images` are loaders (fetch a link, decode an upload), called once this request holds a place
-        among the server's slow work but before it waits for the model.
+        among the server's slow work but before it waits for the model. With `finish`, a client that
+        goes away does not stop the answer: it is generated to the end and stored.
         """
         abandoned = abandoned or (lambda: False)
         size = len(prompt.encode("utf-8"))
@@ -172,7 +187,7 @@ class Generator:
             undo.callback(running.slot.release)
             prepared = self._fit(running, chat_id, self.chats.get(running.spec.name, chat_id), prompt, options, images)
             undo.pop_all()  # from here on the Answer gives them back when it closes
-        answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()))
+        answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()), finish)
         answer.prime()
         return answer
 

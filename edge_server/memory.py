@@ -2,6 +2,31 @@
 from __future__ import annotations
 
 import ctypes
+import shutil
+from pathlib import Path
+
+
+def available_memory() -> int | None:
+    """Bytes the system can give without swapping (MemAvailable, which Android has too); None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def free_disk(path: Path) -> int | None:
+    """Free bytes on the filesystem holding `path` (or its nearest existing parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
 
 
 def release_free_heap() -> None:

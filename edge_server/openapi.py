@@ -54,6 +54,9 @@ OPTIONS = {
     "stop": {"description": "Strings that end the answer.",
              "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}]},
     "chat_id": CHAT_ID,
+    "on_disconnect": {"enum": ["stop", "finish"], "default": "stop",
+                      "description": "stop: a client that goes away stops the answer; finish: it is generated to "
+                                     "the end and stored (a phone whose screen locks)"},
 }
 
 
@@ -136,6 +139,18 @@ def _paths() -> dict:
                                                                        "its context)"},
                       set_aside={**STRINGS, "description": "Files of this chat that could not be read and were moved "
                                                           "aside (the chat starts empty); cleared by clearchat"})
+    models = _object(["models", "free_memory_bytes", "free_disk_bytes"],
+                     models={"type": "array", "items": {"allOf": [status, _object(
+                         ["kind", "vision", "heavy", "size", "description"], kind={"type": "string"},
+                         vision={"type": "boolean"}, heavy={"type": "boolean"}, size={"type": ["integer", "null"]},
+                         description={"type": "string"})]}},
+                     free_memory_bytes={"type": ["integer", "null"]}, free_disk_bytes={"type": ["integer", "null"]})
+    summary = _object(["chat_id", "title", "turns", "updated", "system_prompt"], chat_id={"type": "string"},
+                      title={"type": ["string", "null"], "description": "The first question, shortened"},
+                      turns={"type": "integer"}, updated={"type": "integer", "description": "Unix time"},
+                      system_prompt={"type": "boolean", "description": "Whether it has one"})
+    chats = _object(["model_name", "chats"], model_name={"type": "string"},
+                    chats={"type": "array", "items": summary})
     heavy = {"description": "Whether it needs full mode", "content": {"application/json": {
         "schema": _object(["is_heavy"], is_heavy={"type": "boolean"})}}}
     html = {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
@@ -155,6 +170,9 @@ def _paths() -> dict:
             "models", "Stop a model, delete its downloaded files and its chats", NULL,
             ("model_not_found", "model_not_installed"), body=named,
             description="A model given by a local `path` keeps its file; only its chats go.")},
+        "/model/list": {"get": _op("models", "Every model with its kind, size, state and capabilities, and the "
+                                   "free memory and disk", {"description": "The models", "content": {
+                                       "application/json": {"schema": models}}})},
         "/model/getactive": {"get": _op("models", "Names of the running models", listing)},
         "/model/getavailabletodownload": {"get": _op("models", "Names that can be launched in this mode", listing)},
         "/model/ismodelheavy": {
@@ -178,6 +196,11 @@ def _paths() -> dict:
                                               body=_json(_object(["model_name", "system_prompt"],
                                                                  model_name=MODEL_NAME, chat_id=CHAT_ID,
                                                                  system_prompt={"type": "string"})))},
+        "/chat/list": {"get": _op("chat", "A model's chats, newest first", {"description": "The chats", "content": {
+            "application/json": {"schema": chats}}}, ("model_not_found",), params=[by_name])},
+        "/chat/delete": {"delete": _op("chat", "Delete a chat (its history and system prompt)", NULL,
+                                       ("model_not_found",), body=_json(_object(
+                                           ["model_name"], model_name=MODEL_NAME, chat_id=CHAT_ID)))},
         "/chat/getchathistory": {"get": _op("chat", "A chat so far", {"description": "The chat", "content": {
             "application/json": {"schema": history}}}, ("model_not_found",),
             params=[by_name, _query("chat_id", CHAT_ID, required=False)])},

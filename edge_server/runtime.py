@@ -174,6 +174,12 @@ class ModelManager:
             body["bytes_done"] = body["bytes_total"] = self.store.installed_bytes(spec)
         return body
 
+    def listing(self) -> list[dict]:
+        """Every model launchable in this mode, with what it is and its state (as status() tells it)."""
+        return [{**self.status(name), "kind": spec.kind, "vision": spec.kind == "vision", "heavy": spec.heavy,
+                 "size": spec.size, "description": spec.description}
+                for name in self.catalog.names(self.settings.full) for spec in [self.catalog.get(name)]]
+
     def stop_streams(self) -> None:
         """Ask every stream to end now (server shutdown); the models stay loaded."""
         for running in list(self._running.values()):

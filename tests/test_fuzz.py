@@ -15,6 +15,8 @@ import sys
 import requests
 from conftest import ServerProcess
 
+from edge_server.catalog import Catalog
+
 KEY = "fuzz-key"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 # Every check but positive_data_acceptance, which would want 2xx for any well-formed name of a model
@@ -23,8 +25,13 @@ EXCLUDED = "positive_data_acceptance"
 
 
 def test_schemathesis_finds_nothing(tmp_path, tiny_gguf, tiny_mmproj, fake_hub):
-    # A catalog model the examples name, served by the local hub, so launches download for real.
-    fake_hub.add("ggml-org/gemma-3-270m-it-GGUF", "gemma-3-270m-it-Q8_0.gguf", tiny_gguf.read_bytes())
+    # Every lite catalog model is on the local hub (as the tiny files), so whatever names schemathesis
+    # learns from /model/list, launches download and load for real instead of finding no hub.
+    for spec in Catalog.load():
+        if spec.repo_id and not spec.heavy:
+            fake_hub.add(spec.repo_id, spec.filename, tiny_gguf.read_bytes())
+            if spec.mmproj:
+                fake_hub.add(spec.repo_id, spec.mmproj, tiny_mmproj.read_bytes())
     models = {"tiny-vision": {"path": str(tiny_gguf), "mmproj_path": str(tiny_mmproj), "n_ctx": 512}}
     server = ServerProcess(tmp_path / "data", models, "--api-key", KEY, env={"HF_ENDPOINT": fake_hub.url})
     try:

@@ -30,6 +30,19 @@ def addsystemprompt():
     return jsonify(None)
 
 
+@bp.get("/list")
+def list_chats():
+    name = model_name(dict(request.args))
+    edge().catalog.get(name)
+    return jsonify({"model_name": name, "chats": edge().chats.summaries(name)})
+
+
+@bp.delete("/delete")
+def delete():
+    edge().chats.delete(*_target(json_body()))
+    return jsonify(None)
+
+
 @bp.get("/getchathistory")
 def getchathistory():
     name, chat_id = _target(dict(request.args))

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 from ..chats import check_chat_id
 from ..errors import ImageInvalid, InvalidRequest, TooManyImages
 from . import edge
-from .validation import field, form_body, generation_options, json_body, model_name
+from .validation import field, finish_on_disconnect, form_body, generation_options, json_body, model_name
 
 bp = Blueprint("generate", __name__, url_prefix="/generate")
 
@@ -33,7 +33,8 @@ def fromtext():
     prompt = field(body, "prompt", str)
     options = generation_options(body)
     chat_id = check_chat_id(body.get("chat_id"))
-    return stream(edge().generator.start(name, prompt, options, chat_id, abandoned=client_gone()))
+    return stream(edge().generator.start(name, prompt, options, chat_id, abandoned=client_gone(),
+                                         finish=finish_on_disconnect(body)))
 
 
 @bp.post("/fromimagetext")
@@ -47,6 +48,7 @@ def fromimagetext():
     prompt = field(body, "prompt", str)
     options = generation_options(body)
     chat_id = check_chat_id(body.get("chat_id"))
+    finish = finish_on_disconnect(body)
     links = request.form.getlist("image_links") if multipart else field(body, "image_links", list, [])
     if not all(isinstance(link, str) for link in links):
         raise InvalidRequest("Field 'image_links' must be a list of strings.")
@@ -64,4 +66,5 @@ def fromimagetext():
             raise ImageInvalid(f"{label} is empty.")
         images.append(partial(app.images.upload, data, label))
     images += [partial(app.images.link, link, f"image_links[{i}]") for i, link in enumerate(links)]
-    return stream(app.generator.start(name, prompt, options, chat_id, images=images, abandoned=client_gone()))
+    return stream(app.generator.start(name, prompt, options, chat_id, images=images, abandoned=client_gone(),
+                                      finish=finish))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from ..memory import available_memory, free_disk
 from . import edge
 from .validation import MAX_TOKENS, field, json_body, model_name
 
@@ -31,6 +32,13 @@ def delete():
     app.manager.delete(name)
     app.chats.delete_model(name)
     return jsonify(None)
+
+
+@bp.get("/list")
+def list_models():
+    app = edge()
+    return jsonify({"models": app.manager.listing(), "free_memory_bytes": available_memory(),
+                    "free_disk_bytes": free_disk(app.settings.data_dir)})
 
 
 @bp.get("/getactive")

@@ -103,6 +103,14 @@ def model_name(body: dict) -> str:
     return name
 
 
+def finish_on_disconnect(body: dict) -> bool:
+    """on_disconnect: "stop" (the default: a client that leaves stops the answer) or "finish" (store it all)."""
+    value = field(body, "on_disconnect", str, "stop")
+    if value not in ("stop", "finish"):
+        raise InvalidRequest("Field 'on_disconnect' must be 'stop' or 'finish'.")
+    return value == "finish"
+
+
 def generation_options(body: dict) -> GenerationOptions:
     defaults = GenerationOptions()
     stop = body.get("stop")
