@@ -53,11 +53,11 @@ def fromimagetext():
     if not all(isinstance(link, str) for link in links):
         raise InvalidRequest("Field 'image_links' must be a list of strings.")
     uploads = request.files.getlist("image_files") if multipart else []
+    app.generator.require(name, vision=True)  # fail fast, before fetching anything
     if not links and not uploads:
         raise InvalidRequest("Send at least one image in image_files or image_links.")
     if len(links) + len(uploads) > settings.max_images:
         raise TooManyImages(f"{len(links) + len(uploads)} images sent; the limit is {settings.max_images}.")
-    app.generator.require(name, vision=True)  # fail fast, before fetching anything
     images = []  # loaders: the generator runs them once the request is admitted
     for i, upload in enumerate(uploads):
         label = f"image_files[{i}] ({upload.filename or 'unnamed'})"
