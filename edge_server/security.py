@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 import os
 import re
 import secrets
@@ -19,8 +18,6 @@ from flask import Flask, request
 
 from .errors import EdgeError
 from .settings import Settings
-
-log = logging.getLogger("edge_server.security")
 
 # Reachable without the key: the page, its assets, the docs, the document and the liveness answer.
 PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/docs"})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from .. import __version__
 from ..openapi import document
 
 bp = Blueprint("pages", __name__)
@@ -27,15 +28,11 @@ def landing():
 
 @bp.get("/health")
 def health():
-    from .. import __version__
-
     return jsonify({"status": "ok", "version": __version__})
 
 
 @bp.get("/openapi.json")
 def openapi():
-    from .. import __version__
-
     return jsonify(document(__version__))
 
 
