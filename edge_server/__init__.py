@@ -48,7 +48,7 @@ class EdgeServer:
 def create_app(config: Settings | dict | None = None, registry: BackendRegistry | None = None) -> Flask:
     """Build the app: settings from defaults < EDGE_* environment < `config`."""
     settings = config if isinstance(config, Settings) else build_settings(config)
-    app = Flask(__name__, static_folder=None)  # no static route until there are files to serve
+    app = Flask(__name__, static_folder=None)  # the web app's files are served by api/web.py, under /web/
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
 
@@ -80,9 +80,9 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
             release_free_heap()
 
     install_guard(app, settings, api_key)
-    from .api import chat, generate, model, pages
+    from .api import chat, generate, model, pages, web
 
-    for module in (model, generate, chat, pages):
+    for module in (model, generate, chat, pages, web):
         app.register_blueprint(module.bp)
     app.register_blueprint(pages.docs_blueprint())
     return app

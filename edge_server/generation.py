@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import ExitStack
 from typing import Callable, Iterator
@@ -70,6 +71,7 @@ class Answer:
         self._parts: list[str] = []
         self._first: str | None = None  # computed before the response starts
         self._finished = False
+        self.stop_asked = threading.Event()  # POST /generate/stop: end now, even an answer set to finish
         self._started = time.perf_counter()
         self._chunks = self._produce(prepared, options)
 
@@ -114,7 +116,7 @@ class Answer:
                 if text:
                     self._parts.append(text)
                     yield text
-                if stopped or self._running.stopping.is_set() or self._abandoned():
+                if stopped or self._running.stopping.is_set() or self.stop_asked.is_set() or self._abandoned():
                     return
             tail = scanner.flush()
             if tail:
@@ -130,6 +132,14 @@ class Answer:
                 pass
         except Exception:
             log.exception("finishing an answer for a departed client failed on %s", self._running.spec.name)
+
+    @property
+    def model_name(self) -> str:
+        return self._running.spec.name
+
+    @property
+    def chat_id(self) -> str:
+        return self._chat_id
 
     @property
     def text(self) -> str:
@@ -152,6 +162,7 @@ class Answer:
             log.info("answered %s/%s: %d chars in %.2fs", self._running.spec.name, self._chat_id, len(answer),
                      time.perf_counter() - self._started)
         finally:
+            self._gen.forget(self)
             self._running.slot.release()
             self._gen.limit.give_back()
             if self._n_images:
@@ -162,6 +173,8 @@ class Generator:
     def __init__(self, settings: Settings, manager: ModelManager, chats: ChatStore):
         self.settings, self.manager, self.chats = settings, manager, chats
         self.limit = manager.slow_work
+        self._live: dict[tuple[str, str], set[Answer]] = {}  # answers being generated, by (model, chat_id)
+        self._live_lock = threading.Lock()
 
     def start(self, model_name, prompt: str, options: GenerationOptions, chat_id: str = "default",
               images: list[Callable[[], bytes]] | None = None, abandoned: Callable[[], bool] | None = None,
@@ -188,8 +201,31 @@ class Generator:
             prepared = self._fit(running, chat_id, self.chats.get(running.spec.name, chat_id), prompt, options, images)
             undo.pop_all()  # from here on the Answer gives them back when it closes
         answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()), finish)
+        with self._live_lock:
+            self._live.setdefault((running.spec.name, chat_id), set()).add(answer)
         answer.prime()
         return answer
+
+    def stop(self, model_name: str, chat_id: str) -> bool:
+        """End the answers being generated for this chat (within a token); they keep what was said."""
+        with self._live_lock:
+            answers = list(self._live.get((model_name, chat_id), ()))
+        for answer in answers:
+            answer.stop_asked.set()
+        return bool(answers)
+
+    def answering(self, model_name: str, chat_id: str) -> bool:
+        """Whether an answer for this chat is being generated (a page that lost its connection waits for it)."""
+        with self._live_lock:
+            return (model_name, chat_id) in self._live
+
+    def forget(self, answer: Answer) -> None:
+        with self._live_lock:
+            key = (answer.model_name, answer.chat_id)
+            live = self._live.get(key, set())
+            live.discard(answer)
+            if not live:
+                self._live.pop(key, None)
 
     def require(self, model_name, vision: bool = False) -> RunningModel:
         """Return the running model, or raise the error a request for it should get."""

@@ -131,14 +131,17 @@ def _paths() -> dict:
                      n_ctx={"type": "integer"}, queued={"type": "integer"})
     turn = _object(["role", "content"], role={"enum": ["user", "assistant"]}, content={"type": "string"},
                    images={"type": "integer"})
-    history = _object(["model_name", "chat_id", "system_prompt", "turns", "set_aside"], model_name={"type": "string"},
+    history = _object(["model_name", "chat_id", "system_prompt", "turns", "set_aside", "answering"],
+                      model_name={"type": "string"},
                       chat_id={"type": "string"}, system_prompt={"type": ["string", "null"]},
                       turns={"type": "array", "items": turn},
                       context_start={"type": "integer", "description": "Turns before this index are kept but no "
                                                                        "longer sent to the model (the chat outgrew "
                                                                        "its context)"},
                       set_aside={**STRINGS, "description": "Files of this chat that could not be read and were moved "
-                                                          "aside (the chat starts empty); cleared by clearchat"})
+                                                          "aside (the chat starts empty); cleared by clearchat"},
+                      answering={"type": "boolean", "description": "An answer for this chat is being generated "
+                                                                   "(it is stored when done)"})
     models = _object(["models", "free_memory_bytes", "free_disk_bytes"],
                      models={"type": "array", "items": {"allOf": [status, _object(
                          ["kind", "vision", "heavy", "size", "description"], kind={"type": "string"},
@@ -188,6 +191,13 @@ def _paths() -> dict:
             "generate", "Answer a prompt about images, streamed (vision models)", STREAM, image_errors,
             body={"required": True, "content": {"application/json": {"schema": image_json},
                                                 "multipart/form-data": {"schema": image_form}}})},
+        "/generate/stop": {"post": _op(
+            "generate", "End the answer being generated for a chat, within a token", {
+                "description": "Whether an answer was being generated", "content": {"application/json": {
+                    "schema": _object(["stopped"], stopped={"type": "boolean"})}}},
+            ("model_not_found",), body=_json(_object(["model_name"], model_name=MODEL_NAME, chat_id=CHAT_ID)),
+            description="Also ends an answer sent with `on_disconnect: \"finish\"`; what was said so far is "
+                        "stored in the chat, as when a client disconnects.")},
         "/chat/clearchat": {"delete": _op("chat", "Forget a chat's turns (the system prompt stays)", NULL,
                                           ("model_not_found",), body=_json(_object(
                                               ["model_name"], model_name=MODEL_NAME, chat_id=CHAT_ID)))},
@@ -207,7 +217,10 @@ def _paths() -> dict:
         "/health": {"get": _op("server", "Liveness: the server answers", {"description": "Alive", "content": {
             "application/json": {"schema": _object(["status", "version"], status={"const": "ok"},
                                                    version={"type": "string"})}}}, public=True)},
-        "/": {"get": _op("server", "The web page", html, public=True)},
+        "/": {"get": _op("server", "The web app (models, chats, photos) for a phone browser", html, public=True)},
+        "/web/{name}": {"get": _op("server", "The web app's files (scripts, styles, vendored libraries)", {
+            "description": "A file", "content": {"*/*": {"schema": {}}}}, ("not_found",), public=True,
+            params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}])},
         "/openapi.json": {"get": _op("server", "This document", {"description": "OpenAPI 3.1", "content": {
             "application/json": {"schema": {"type": "object"}}}}, public=True)},
         "/docs/": {"get": _op("server", "Swagger UI over this document", html, public=True)},

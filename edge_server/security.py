@@ -21,7 +21,7 @@ from .settings import Settings
 
 # Reachable without the key: the page, its assets, the docs, the document and the liveness answer.
 PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/docs"})
-PUBLIC_PREFIXES = ("/docs/", "/static/")
+PUBLIC_PREFIXES = ("/docs/", "/web/")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_TYPES = frozenset({"", "application/json"})  # no Content-Type: FastAPI clients sometimes send none
 UPLOAD_ENDPOINTS = frozenset({"generate.fromimagetext"})  # where the spec has file uploads (multipart)

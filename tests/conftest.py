@@ -137,6 +137,24 @@ def slow_live(make_app, slow_gguf, tiny_gguf):
     server.close()
 
 
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium driven by playwright (its own browser download cannot work here)."""
+    import shutil
+
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing; tests/setup.sh installs it with apt")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
 def free_port() -> int:
     import socket
 

@@ -51,7 +51,7 @@ def test_system_prompt_clear_keeps_it(running, tiny_app):
     assert history(running)["system_prompt"] == "Be kind." and len(history(running)["turns"]) == 2
     assert running.delete("/chat/clearchat", json={"model_name": "tiny"}).json is None
     assert history(running) == {"model_name": "tiny", "chat_id": "default", "system_prompt": "Be kind.", "turns": [],
-                                "context_start": 0, "set_aside": []}
+                                "context_start": 0, "set_aside": [], "answering": False}
     # The system prompt reaches the model through its chat template.
     model = tiny_app.extensions["edge_server"].manager.get("tiny").model
     prepared = model.prepare([{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}])

@@ -42,7 +42,7 @@ def test_every_error_code_raised_is_documented():
 def test_public_operations_and_security(client):
     doc = client.get("/openapi.json").json
     public = {path for path, ops in doc["paths"].items() if ops.get("get", {}).get("security") == []}
-    assert public == {"/", "/health", "/openapi.json", "/docs/", "/docs/{path}"}
+    assert public == {"/", "/health", "/openapi.json", "/docs/", "/docs/{path}", "/web/{name}"}
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     launch = doc["paths"]["/model/launch"]["post"]
     assert "401" in launch["responses"] and "415" in launch["responses"] and "502" in launch["responses"]

@@ -53,8 +53,11 @@ def test_key_is_required_and_compared(serve):
 def test_public_paths_need_no_key(serve):
     url = serve(api_key=KEY).url
     page = requests.get(f"{url}/")
-    assert page.status_code == 200 and "/docs" in page.text
-    assert page.headers["Content-Security-Policy"] == "default-src 'self'"
+    assert page.status_code == 200 and "/docs/" in page.text
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self';")
+    script = requests.get(f"{url}/web/js/main.js")
+    assert script.status_code == 200 and script.headers["Content-Type"].startswith("text/javascript")
+    assert requests.get(f"{url}/web/%2e%2e/api/web.py").status_code == 404
     assert requests.head(f"{url}/").status_code == 200
     assert requests.get(f"{url}/health").json()["status"] == "ok"
     assert requests.get(f"{url}/openapi.json").json()["openapi"] == "3.1.0"

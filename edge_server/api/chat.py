@@ -46,6 +46,6 @@ def delete():
 @bp.get("/getchathistory")
 def getchathistory():
     name, chat_id = _target(dict(request.args))
-    chats = edge().chats
-    return jsonify({"model_name": name, "chat_id": chat_id, **chats.get(name, chat_id),
-                    "set_aside": chats.set_aside(name, chat_id)})
+    app = edge()
+    return jsonify({"model_name": name, "chat_id": chat_id, **app.chats.get(name, chat_id),
+                    "set_aside": app.chats.set_aside(name, chat_id), "answering": app.generator.answering(name, chat_id)})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, jsonify, request
 
 from ..chats import check_chat_id
 from ..errors import ImageInvalid, InvalidRequest, TooManyImages
@@ -68,3 +68,13 @@ def fromimagetext():
     images += [partial(app.images.link, link, f"image_links[{i}]") for i, link in enumerate(links)]
     return stream(app.generator.start(name, prompt, options, chat_id, images=images, abandoned=client_gone(),
                                       finish=finish))
+
+
+@bp.post("/stop")
+def stop():
+    """End the answer being generated for a chat, also one sent with on_disconnect "finish"."""
+    body = json_body()
+    name = model_name(body)
+    app = edge()
+    spec = app.catalog.get(name)
+    return jsonify({"stopped": app.generator.stop(spec.name, check_chat_id(body.get("chat_id")))})

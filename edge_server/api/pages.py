@@ -1,30 +1,12 @@
-"""Public pages: the landing page, the liveness answer, the OpenAPI document and Swagger UI at /docs."""
+"""Public pages: the liveness answer, the OpenAPI document and Swagger UI at /docs (the web app is in web.py)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, jsonify
 
 from .. import __version__
 from ..openapi import document
 
 bp = Blueprint("pages", __name__)
-
-# Until the web app lands, / says what this is and where the docs are. No script, so the strictest policy.
-LANDING = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>edge-server</title></head>
-<body>
-<h1>edge-server</h1>
-<p>This server runs language models for the devices on your network.</p>
-<p><a href="/docs/">API documentation (try every endpoint)</a> &middot; <a href="/openapi.json">OpenAPI document</a></p>
-</body></html>
-"""
-CSP = "default-src 'self'"
-
-
-@bp.get("/")
-def landing():
-    return Response(LANDING, content_type="text/html; charset=utf-8", headers={"Content-Security-Policy": CSP})
-
 
 @bp.get("/health")
 def health():

@@ -1,0 +1,34 @@
+// Boot: the key from the URL, the two screens, the settings sheet, the key prompt on 401.
+import { keyFromFragment, whenUnauthorized } from "./api.js";
+import { ChatScreen } from "./chat.js";
+import { ModelsScreen } from "./models.js";
+import { askForKey, setupSettings } from "./settings.js";
+import { $ } from "./util.js";
+
+keyFromFragment();
+
+const models = new ModelsScreen((listing) => chat.setModels(listing));
+const chat = new ChatScreen(() => show("models"));
+
+function show(name) {
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.setAttribute("aria-pressed", String(tab.dataset.screen === name));
+  }
+  $("screen-chat").hidden = name !== "chat";
+  $("screen-models").hidden = name !== "models";
+  models.show(name === "models");
+  if (name === "chat") models.refresh();
+}
+
+for (const tab of document.querySelectorAll(".tab")) {
+  tab.addEventListener("click", () => show(tab.dataset.screen));
+}
+
+const reload = () => models.refresh();
+whenUnauthorized(() => askForKey(reload));
+setupSettings(reload);
+
+// Start on the chat when a model is running, else where one can be launched.
+const listing = await models.refresh();
+show(listing && !listing.models.some((m) => m.state === "running") ? "models" : "chat");
+document.body.dataset.ready = "true";

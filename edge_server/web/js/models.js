@@ -1,0 +1,154 @@
+// The models screen: every model with its state, launch (with a context size), download progress,
+// kill and delete. Cards are updated in place, so a poll does not reset a choice being made.
+import { call, getJSON, sendJSON } from "./api.js";
+import { $, bytes, confirmAction, el, notify } from "./util.js";
+
+const CONTEXTS = [["-1", "Default context"], ["2048", "2K context"], ["4096", "4K context"],
+  ["8192", "8K context"], ["16384", "16K context"], ["32768", "32K context"]];
+const STATES = { absent: "Not downloaded", downloading: "Downloading", loading: "Loading", installed: "Downloaded",
+  running: "Running" };
+
+export class ModelsScreen {
+  constructor(onChange) {
+    this.onChange = onChange; // called with every listing (the chat screen picks running models from it)
+    this.cards = new Map();
+    this.launching = new Set();
+    this.timer = null;
+    this.visible = false;
+  }
+
+  show(visible) {
+    this.visible = visible;
+    if (visible) this.refresh();
+  }
+
+  async refresh() {
+    clearTimeout(this.timer);
+    let listing;
+    try {
+      listing = await getJSON("/model/list");
+    } catch (error) {
+      if (error.status !== 401) notify(`Could not list the models: ${error.message}`);
+      return null;
+    }
+    this.render(listing);
+    this.onChange(listing);
+    const moving = listing.models.some((m) => m.state === "downloading" || m.state === "loading");
+    if (moving || this.launching.size) this.timer = setTimeout(() => this.refresh(), 700);
+    return listing;
+  }
+
+  render(listing) {
+    const parts = [];
+    if (listing.free_memory_bytes !== null) parts.push(`Free memory ${bytes(listing.free_memory_bytes)}`);
+    if (listing.free_disk_bytes !== null) parts.push(`free disk ${bytes(listing.free_disk_bytes)}`);
+    $("resources").textContent = parts.join(" \u00b7 ");
+    const list = $("model-list");
+    for (const model of listing.models) {
+      if (!this.cards.has(model.model_name)) {
+        const card = this.card(model);
+        this.cards.set(model.model_name, card);
+        list.append(card.root);
+      }
+      this.update(this.cards.get(model.model_name), model);
+    }
+  }
+
+  card(model) {
+    const root = el("li", "model");
+    root.dataset.name = model.model_name;
+    const head = el("div", "head");
+    head.append(el("strong", "name", model.model_name), el("span", `badge ${model.kind}`, model.kind));
+    if (model.heavy) head.append(el("span", "badge", "full mode"));
+    const description = el("p", "description", model.description || "");
+    const state = el("p", "state");
+    const progress = el("progress", "progress");
+    progress.hidden = true;
+    const error = el("p", "error");
+    error.hidden = true;
+    const context = el("select", "context");
+    context.setAttribute("aria-label", `Context size for ${model.model_name}`);
+    for (const [value, label] of CONTEXTS) {
+      const option = el("option", "", label);
+      option.value = value;
+      context.append(option);
+    }
+    const launch = el("button", "primary launch", "Launch");
+    const kill = el("button", "kill", "Stop");
+    const remove = el("button", "danger delete", "Delete");
+    for (const button of [launch, kill, remove]) button.type = "button";
+    launch.addEventListener("click", () => this.launch(model.model_name, Number(context.value)));
+    kill.addEventListener("click", () => this.act("DELETE", "/model/kill", model.model_name));
+    remove.addEventListener("click", async () => {
+      const card = this.cards.get(model.model_name);
+      const size = card.model.bytes_done ? ` (${bytes(card.model.bytes_done)})` : "";
+      if (await confirmAction(`Delete ${model.model_name}'s files${size} and its chats?`)) {
+        this.act("DELETE", "/model/delete", model.model_name);
+      }
+    });
+    const actions = el("div", "actions");
+    actions.append(context, launch, kill, remove);
+    root.append(head, description, state, progress, error, actions);
+    return { root, state, progress, error, launch, kill, remove, context, model };
+  }
+
+  update(card, model) {
+    card.model = model;
+    card.root.dataset.state = model.state;
+    let text = STATES[model.state] || model.state;
+    if (model.state === "downloading" && model.bytes_total) {
+      text += ` ${bytes(model.bytes_done)} of ${bytes(model.bytes_total)}`;
+    } else if (model.state === "running") {
+      text += ` \u00b7 ${model.n_ctx} tokens of context`;
+      if (model.queued) text += ` \u00b7 ${model.queued} waiting`;
+    } else if (model.bytes_total) {
+      text += ` \u00b7 ${bytes(model.bytes_total)}`;
+    }
+    card.state.textContent = text;
+    const downloading = model.state === "downloading";
+    card.progress.hidden = !downloading;
+    if (downloading && model.bytes_total) {
+      card.progress.max = model.bytes_total;
+      card.progress.value = model.bytes_done || 0;
+    } else if (downloading) {
+      card.progress.removeAttribute("value"); // size unknown: an indeterminate bar
+    }
+    const busy = this.launching.has(model.model_name) || downloading || model.state === "loading";
+    card.launch.disabled = busy;
+    card.launch.textContent = model.state === "running" ? "Relaunch" : busy ? "Launching\u2026" : "Launch";
+    card.kill.hidden = !(model.state === "running" || downloading);
+    card.kill.textContent = downloading ? "Cancel" : "Stop";
+    card.remove.hidden = !(model.state === "installed" || model.state === "running");
+  }
+
+  showError(name, message) {
+    const card = this.cards.get(name);
+    card.error.textContent = message;
+    card.error.hidden = !message;
+  }
+
+  async launch(name, nCtx) {
+    this.showError(name, "");
+    this.launching.add(name);
+    const request = call("POST", "/model/launch", { json: { model_name: name, n_ctx: nCtx } });
+    this.refresh(); // start polling the progress while the launch runs
+    try {
+      await request;
+    } catch (error) {
+      this.showError(name, error.message);
+    } finally {
+      this.launching.delete(name);
+      await this.refresh();
+    }
+  }
+
+  async act(method, path, name) {
+    this.showError(name, "");
+    try {
+      await sendJSON(method, path, { model_name: name });
+    } catch (error) {
+      this.showError(name, error.message);
+    }
+    await this.refresh();
+  }
+}
