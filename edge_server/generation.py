@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 from .backends import VISION, GenerationOptions, Prepared
 from .chats import ChatStore
-from .errors import ContextLengthExceeded, EdgeError
+from .errors import ClientGone, ContextLengthExceeded, EdgeError
 from .memory import release_free_heap
 from .runtime import ModelManager, RunningModel
 from .settings import Settings
@@ -63,7 +63,7 @@ class Answer:
 
     def __init__(self, generator: "Generator", running: RunningModel, chat_id: str, prompt: str,
                  prepared: Prepared, options: GenerationOptions, abandoned: Callable[[], bool], n_images: int,
-                 finish: bool = False):
+                 finish: bool, stop_asked: threading.Event):
         self._gen, self._running, self._chat_id, self._prompt = generator, running, chat_id, prompt
         self._n_images, self._finish = n_images, finish
         # finish: the client wants the whole answer stored even if it goes away (a phone's screen locks).
@@ -71,7 +71,7 @@ class Answer:
         self._parts: list[str] = []
         self._first: str | None = None  # computed before the response starts
         self._finished = False
-        self.stop_asked = threading.Event()  # POST /generate/stop: end now, even an answer set to finish
+        self._stop_asked = stop_asked  # POST /generate/stop: end now, even an answer set to finish
         self._started = time.perf_counter()
         self._chunks = self._produce(prepared, options)
 
@@ -116,7 +116,7 @@ class Answer:
                 if text:
                     self._parts.append(text)
                     yield text
-                if stopped or self._running.stopping.is_set() or self.stop_asked.is_set() or self._abandoned():
+                if stopped or self._running.stopping.is_set() or self._stop_asked.is_set() or self._abandoned():
                     return
             tail = scanner.flush()
             if tail:
@@ -132,14 +132,6 @@ class Answer:
                 pass
         except Exception:
             log.exception("finishing an answer for a departed client failed on %s", self._running.spec.name)
-
-    @property
-    def model_name(self) -> str:
-        return self._running.spec.name
-
-    @property
-    def chat_id(self) -> str:
-        return self._chat_id
 
     @property
     def text(self) -> str:
@@ -162,7 +154,7 @@ class Answer:
             log.info("answered %s/%s: %d chars in %.2fs", self._running.spec.name, self._chat_id, len(answer),
                      time.perf_counter() - self._started)
         finally:
-            self._gen.forget(self)
+            self._gen.forget(self._running.spec.name, self._chat_id, self._stop_asked)
             self._running.slot.release()
             self._gen.limit.give_back()
             if self._n_images:
@@ -173,7 +165,8 @@ class Generator:
     def __init__(self, settings: Settings, manager: ModelManager, chats: ChatStore):
         self.settings, self.manager, self.chats = settings, manager, chats
         self.limit = manager.slow_work
-        self._live: dict[tuple[str, str], set[Answer]] = {}  # answers being generated, by (model, chat_id)
+        # The stop flag of each request being answered (or waiting for its model), by (model, chat_id).
+        self._live: dict[tuple[str, str], set[threading.Event]] = {}
         self._live_lock = threading.Lock()
 
     def start(self, model_name, prompt: str, options: GenerationOptions, chat_id: str = "default",
@@ -191,41 +184,51 @@ class Generator:
             raise EdgeError(f"The prompt is {size} bytes; the limit is {self.settings.max_prompt_bytes}.",
                             status=413, code="prompt_too_large")
         running = self.require(model_name, vision=bool(images))
-        self.chats.check_room(running.spec.name, chat_id, size)
+        name = running.spec.name
+        self.chats.check_room(name, chat_id, size)
+        stop_asked = threading.Event()
         with ExitStack() as undo:  # if anything below fails, give back what was taken
+            self._remember(name, chat_id, stop_asked)
+            undo.callback(self.forget, name, chat_id, stop_asked)
             self.limit.take()
             undo.callback(self.limit.give_back)
             images = [load() for load in images or ()]
-            running.slot.acquire(abandoned)
+            running.slot.acquire(lambda: abandoned() or stop_asked.is_set())
             undo.callback(running.slot.release)
-            prepared = self._fit(running, chat_id, self.chats.get(running.spec.name, chat_id), prompt, options, images)
+            prepared = self._fit(running, chat_id, self.chats.get(name, chat_id), prompt, options, images)
+            if stop_asked.is_set():
+                raise ClientGone("The answer was stopped before it began.")
             undo.pop_all()  # from here on the Answer gives them back when it closes
-        answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()), finish)
-        with self._live_lock:
-            self._live.setdefault((running.spec.name, chat_id), set()).add(answer)
+        answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()), finish,
+                        stop_asked)
         answer.prime()
         return answer
 
     def stop(self, model_name: str, chat_id: str) -> bool:
-        """End the answers being generated for this chat (within a token); they keep what was said."""
+        """End the answers for this chat: within a token, or before they begin if still waiting for the model.
+
+        What was said so far is kept, as when a client disconnects."""
         with self._live_lock:
-            answers = list(self._live.get((model_name, chat_id), ()))
-        for answer in answers:
-            answer.stop_asked.set()
-        return bool(answers)
+            flags = list(self._live.get((model_name, chat_id), ()))
+        for flag in flags:
+            flag.set()
+        return bool(flags)
 
     def answering(self, model_name: str, chat_id: str) -> bool:
-        """Whether an answer for this chat is being generated (a page that lost its connection waits for it)."""
+        """Whether an answer for this chat is being generated or waits for its model (it is stored when done)."""
         with self._live_lock:
             return (model_name, chat_id) in self._live
 
-    def forget(self, answer: Answer) -> None:
+    def _remember(self, model_name: str, chat_id: str, stop_asked: threading.Event) -> None:
         with self._live_lock:
-            key = (answer.model_name, answer.chat_id)
-            live = self._live.get(key, set())
-            live.discard(answer)
+            self._live.setdefault((model_name, chat_id), set()).add(stop_asked)
+
+    def forget(self, model_name: str, chat_id: str, stop_asked: threading.Event) -> None:
+        with self._live_lock:
+            live = self._live.get((model_name, chat_id), set())
+            live.discard(stop_asked)
             if not live:
-                self._live.pop(key, None)
+                self._live.pop((model_name, chat_id), None)
 
     def require(self, model_name, vision: bool = False) -> RunningModel:
         """Return the running model, or raise the error a request for it should get."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -71,3 +72,49 @@ def test_on_disconnect_finish_stores_the_whole_answer(slow_live):
     assert len(turns) == 2 and len(turns[1]["content"]) >= 0.8 * len(whole), (turns, whole)
     r = requests.post(f"{url}/generate/fromtext", json={**ask, "on_disconnect": "later"})
     assert r.status_code == 422
+
+
+def test_stop_ends_an_answer_set_to_finish_and_history_says_when_one_runs(slow_live):
+    url = slow_live.url
+    ask = {"model_name": "slow", "prompt": "Tell me everything", "max_new_tokens": 600, "chat_id": "stopme",
+           "on_disconnect": "finish"}
+    history = {"model_name": "slow", "chat_id": "stopme"}
+    assert requests.post(f"{url}/generate/stop", json=history).json() == {"stopped": False}  # nothing runs
+    with requests.post(f"{url}/generate/fromtext", json=ask, stream=True, timeout=60) as r:
+        pieces = r.iter_content(chunk_size=None)
+        seen = [next(pieces) for _ in range(10)]
+        assert requests.get(f"{url}/chat/getchathistory", params=history).json()["answering"] is True
+        # Another chat on the same model is not touched.
+        assert requests.post(f"{url}/generate/stop", json={**history, "chat_id": "other"}).json() == {
+            "stopped": False}
+        stopped_at = time.monotonic()
+        assert requests.post(f"{url}/generate/stop", json=history).json() == {"stopped": True}
+        rest = list(pieces)  # the stream ends by itself, although the client stays
+        ended = time.monotonic() - stopped_at
+    assert ended < 2 and len(seen) + len(rest) < 300, (ended, len(rest))
+    chat = requests.get(f"{url}/chat/getchathistory", params=history).json()
+    assert chat["answering"] is False
+    assert chat["turns"][-1]["content"] == b"".join(seen + rest).decode("utf-8", "replace")  # stored as it was sent
+    assert requests.post(f"{url}/generate/stop", json={"model_name": "nope"}).status_code == 404
+    assert requests.post(f"{url}/generate/stop", json={"model_name": "slow", "chat_id": "../x"}).status_code == 422
+
+
+def test_stop_reaches_an_answer_still_waiting_for_the_model(slow_live):
+    url = slow_live.url
+    holder = requests.post(f"{url}/generate/fromtext", stream=True, timeout=60, json={
+        "model_name": "slow", "prompt": "Go on", "max_new_tokens": 400, "chat_id": "holder"})
+    waiting = {}
+    thread = threading.Thread(target=lambda: waiting.update(r=requests.post(f"{url}/generate/fromtext", timeout=60, json={
+        "model_name": "slow", "prompt": "Me next", "chat_id": "queued", "on_disconnect": "finish"})))
+    thread.start()
+    target = {"model_name": "slow", "chat_id": "queued"}
+    deadline = time.time() + 10
+    while not requests.get(f"{url}/chat/getchathistory", params=target).json()["answering"]:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert requests.post(f"{url}/generate/stop", json=target).json() == {"stopped": True}
+    thread.join(10)
+    assert waiting["r"].status_code == 499 and waiting["r"].json()["code"] == "client_disconnected"
+    holder.close()
+    chat = requests.get(f"{url}/chat/getchathistory", params=target).json()
+    assert chat["turns"] == [] and chat["answering"] is False

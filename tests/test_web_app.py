@@ -5,9 +5,12 @@ Screenshots of both screens go to $SCREENSHOT_DIR (default: artifacts/screenshot
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import socket
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -100,6 +103,14 @@ def current_chat(phone: Phone) -> str:
     return phone.page.input_value("#chat-pick")
 
 
+def new_chat(phone: Phone) -> str:
+    before = current_chat(phone)
+    phone.page.click("#new-chat")
+    phone.page.wait_for_function(f"() => document.getElementById('chat-pick').value !== {json.dumps(before)}"
+                                 " && !document.querySelector('.msg')")
+    return current_chat(phone)
+
+
 def wait_until(check, timeout: float = 60):
     deadline = time.time() + timeout
     while not (result := check()):
@@ -177,9 +188,7 @@ def test_launch_chat_stop_and_history_with_gemma(chromium, gemma_server):
     assert current_chat(phone) == first_chat
 
     # A new chat, a system prompt, and switching back and forth.
-    page.click("#new-chat")
-    page.wait_for_function("() => document.querySelectorAll('.msg').length === 0")
-    second_chat = current_chat(phone)
+    second_chat = new_chat(phone)
     assert second_chat != first_chat
     page.click("#chat-menu")
     page.click("#system-prompt")
@@ -204,9 +213,7 @@ def test_launch_chat_stop_and_history_with_gemma(chromium, gemma_server):
 def test_closing_the_page_mid_answer_still_stores_the_whole_answer(chromium, gemma_server):
     requests.post(f"{gemma_server.url}/model/launch", json={"model_name": "gemma"}, timeout=120).raise_for_status()
     phone = Phone(chromium, gemma_server.url, settings={"temperature": 0, "max_new_tokens": 200})
-    phone.page.click("#new-chat")
-    phone.page.wait_for_function("() => document.querySelectorAll('.msg').length === 0")
-    chat_id = current_chat(phone)
+    chat_id = new_chat(phone)
     phone.ask("Count from one to one hundred in words, separated by commas.")
     phone.wait_text(20)
     seen = phone.answer().locator(".body").inner_text()
@@ -354,6 +361,65 @@ def test_auto_scroll_follows_only_a_reader_at_the_bottom(chromium, tiny_server):
     page.click("#send")  # Stop
     phone.wait_answer(timeout=10)
     phone.close()
+
+
+class CuttableProxy:
+    """A TCP relay to the server whose open connections can be cut at once, as when a phone's network drops."""
+
+    def __init__(self, port: int):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.port, self.open = port, []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.port))
+            self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self):
+        for sock in self.open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.open = []
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+
+
+def test_a_dropped_connection_shows_the_finished_answer_when_back(chromium, tiny_server):
+    proxy = CuttableProxy(tiny_server.port)
+    phone = Phone(chromium, proxy.url, key=KEY, settings={"max_new_tokens": 300})
+    page = phone.page
+    page.select_option("#model-pick", "slow")
+    chat_id = new_chat(phone)
+    phone.ask("Keep talking.")
+    phone.wait_text(10)
+    proxy.cut()  # the network goes away mid-answer, and comes back
+    page.wait_for_selector(".msg.assistant .note:has-text('finishing')")
+    seen = phone.answer().get_attribute("data-text")
+    page.wait_for_selector(".msg.assistant .note:has-text('finishing')", state="detached", timeout=60_000)
+    stored = history(tiny_server, "slow", chat_id)["turns"][-1]["content"]
+    assert len(stored) > len(seen)
+    assert phone.answer().get_attribute("data-text") == stored  # the page shows what the server finished
+    phone.close()
+    proxy.close()
 
 
 def test_key_prompt_and_key_in_the_fragment(chromium, tiny_server):

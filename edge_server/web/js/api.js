@@ -24,7 +24,11 @@ export function setKey(key) {
 export function keyFromFragment() {
   const match = /(?:^#|&)key=([^&]*)/.exec(location.hash);
   if (!match) return false;
-  setKey(decodeURIComponent(match[1]));
+  try {
+    setKey(decodeURIComponent(match[1]));
+  } catch {
+    setKey(match[1]); // a stray "%": take it as written
+  }
   history.replaceState(null, "", location.pathname + location.search);
   return true;
 }

@@ -6,15 +6,20 @@ import { generationOptions } from "./settings.js";
 import { $, confirmAction, copyButton, el, notify, randomId, sleep } from "./util.js";
 
 const NEAR_BOTTOM = 48; // px: closer than this to the end counts as reading the latest
+const CHAT_CONTROLS = ["model-pick", "chat-pick", "new-chat", "chat-menu", "system-prompt", "clear-chat", "delete-chat"];
+
+const chatLabel = (c) => `${c.title || "Untitled"} (${Math.floor(c.turns / 2)})`;
+const sameChat = (a, b) => a && b && a.turns.length === b.turns.length && a.answering === b.answering
+  && a.system_prompt === b.system_prompt && JSON.stringify(a.turns.at(-1)) === JSON.stringify(b.turns.at(-1));
 
 export class ChatScreen {
   constructor(goToModels) {
     this.running = []; // running models from the last listing
     this.model = null;
     this.chatId = null;
-    this.chat = null; // the last history loaded
+    this.chat = null; // the history on screen, as the server gave it
     this.live = null; // the answer streaming now
-    this.lost = null; // an answer whose connection dropped: the server finishes it
+    this.waiting = null; // an answer the server is finishing without us (dropped connection, another device)
     this.stick = true; // follow new text while the reader is at the bottom
     this.photos = new PhotoTray();
     this.messages = $("messages");
@@ -27,11 +32,7 @@ export class ChatScreen {
     $("model-pick").addEventListener("change", (e) => this.selectModel(e.target.value));
     $("chat-pick").addEventListener("change", (e) => this.selectChat(e.target.value));
     $("new-chat").addEventListener("click", () => this.selectChat(randomId()));
-    $("chat-menu").addEventListener("click", () => {
-      const menu = $("chat-actions");
-      menu.hidden = !menu.hidden;
-      $("chat-menu").setAttribute("aria-expanded", String(!menu.hidden));
-    });
+    $("chat-menu").addEventListener("click", () => this.menu($("chat-actions").hidden));
     $("system-prompt").addEventListener("click", () => this.editSystemPrompt());
     $("clear-chat").addEventListener("click", () => this.clear());
     $("delete-chat").addEventListener("click", () => this.deleteChat());
@@ -42,10 +43,9 @@ export class ChatScreen {
     });
     this.prompt.addEventListener("keydown", (e) => {
       // A phone's Enter makes a new line (its Send button is at hand); a keyboard's Enter sends.
-      if (e.key === "Enter" && !e.shiftKey && !e.isComposing && !matchMedia("(pointer: coarse)").matches) {
-        e.preventDefault();
-        $("composer").requestSubmit();
-      }
+      if (e.key !== "Enter" || e.shiftKey || e.isComposing || matchMedia("(pointer: coarse)").matches) return;
+      e.preventDefault();
+      if (!this.live) $("composer").requestSubmit(); // Enter never stops an answer: that is the Stop button's job
     });
     this.prompt.addEventListener("input", () => this.fitPrompt());
     this.messages.addEventListener("scroll", () => {
@@ -57,10 +57,13 @@ export class ChatScreen {
       this.scrollToEnd();
     });
     document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState !== "visible") return;
-      if (this.lost) this.recover();
-      else if (!this.live && this.model) this.loadHistory(); // maybe answered on another device meanwhile
+      if (document.visibilityState === "visible") this.checkBack();
     });
+  }
+
+  menu(open) {
+    $("chat-actions").hidden = !open;
+    $("chat-menu").setAttribute("aria-expanded", String(open));
   }
 
   // --- models and chats -------------------------------------------------------------------------
@@ -77,7 +80,8 @@ export class ChatScreen {
       }));
     }
     $("no-model").hidden = names.length > 0;
-    $("composer").hidden = names.length === 0;
+    for (const node of document.querySelectorAll(".chat-bar, #composer")) node.hidden = names.length === 0;
+    if (!names.length) this.menu(false);
     if (!names.includes(this.model)) {
       const saved = localStorage.getItem("edge.model");
       this.selectModel(names.includes(saved) ? saved : names[0] || null);
@@ -93,11 +97,18 @@ export class ChatScreen {
     if (!model || !model.vision) this.photos.take();
   }
 
+  forgetScreen() {
+    this.chat = null;
+    this.waiting = null;
+    this.messages.replaceChildren();
+    $("stats").textContent = "";
+  }
+
   async selectModel(name) {
     if (this.live) return;
     this.model = name;
     this.chatId = null;
-    this.messages.replaceChildren();
+    this.forgetScreen();
     this.showPhotoButtons();
     if (!name) return;
     localStorage.setItem("edge.model", name);
@@ -106,25 +117,31 @@ export class ChatScreen {
   }
 
   async selectChat(chatId) {
-    if (this.live) return;
+    if (this.live || !this.model) return;
     this.chatId = chatId;
     localStorage.setItem(`edge.chat.${this.model}`, chatId);
-    $("chat-actions").hidden = true;
+    this.menu(false);
+    this.forgetScreen();
     await this.loadChats();
   }
 
-  async loadChats() {
-    let chats = [];
+  // The chat list for the picker; then, unless `quiet`, the chosen chat's history.
+  async loadChats({ quiet = false } = {}) {
+    const model = this.model;
+    if (!model) return;
+    let chats;
     try {
-      chats = (await getJSON("/chat/list", { model_name: this.model })).chats;
+      chats = (await getJSON("/chat/list", { model_name: model })).chats;
     } catch (error) {
       this.showError(error);
+      chats = [];
     }
+    if (model !== this.model) return; // switched meanwhile
     if (!this.chatId) {
-      const saved = localStorage.getItem(`edge.chat.${this.model}`);
+      const saved = localStorage.getItem(`edge.chat.${model}`);
       this.chatId = saved || (chats[0] && chats[0].chat_id) || randomId();
     }
-    const options = chats.map((c) => [c.chat_id, `${c.title || "Untitled"} (${c.turns / 2 | 0})`]);
+    const options = chats.map((c) => [c.chat_id, chatLabel(c)]);
     if (!chats.some((c) => c.chat_id === this.chatId)) options.unshift([this.chatId, "New chat"]);
     $("chat-pick").replaceChildren(...options.map(([id, label]) => {
       const option = el("option", "", label);
@@ -132,41 +149,68 @@ export class ChatScreen {
       return option;
     }));
     $("chat-pick").value = this.chatId;
-    await this.loadHistory();
+    if (!quiet) await this.loadHistory();
   }
 
   target() {
     return { model_name: this.model, chat_id: this.chatId };
   }
 
-  async loadHistory() {
-    if (!this.model || this.live) return null;
+  async fetchHistory() {
     const { model, chatId } = this;
-    let chat;
     try {
-      chat = await getJSON("/chat/getchathistory", this.target());
+      const chat = await getJSON("/chat/getchathistory", { model_name: model, chat_id: chatId });
+      return model === this.model && chatId === this.chatId ? chat : null; // null: switched meanwhile
     } catch (error) {
       this.showError(error);
       return null;
     }
-    if (model !== this.model || chatId !== this.chatId || this.live) return chat; // switched meanwhile
+  }
+
+  async loadHistory() {
+    if (!this.model || !this.chatId || this.live) return;
+    const chat = await this.fetchHistory();
+    if (chat && !this.live) this.show(chat);
+  }
+
+  show(chat) {
     this.chat = chat;
     this.messages.replaceChildren(...chat.turns.map((turn) => this.message(turn.role, turn.content, turn.images)));
-    if (chat.answering) this.messages.append(this.note("The server is still answering here\u2026"));
+    if (chat.answering) {
+      this.messages.append(this.note("The server is answering here\u2026", "note waiting"));
+      this.wait({ model: this.model, chatId: this.chatId, turns: chat.turns.length });
+    }
     this.stick = true;
     this.scrollToEnd();
-    return chat;
+  }
+
+  // Back on the page (the screen was locked, the tab hidden): show what changed meanwhile.
+  async checkBack() {
+    if (!this.model || !this.chatId || this.waiting) return;
+    const chat = await this.fetchHistory();
+    if (!chat) return;
+    if (this.live) {
+      // A connection that died quietly while asleep: the server has stored the answer, stop waiting for bytes.
+      if (!chat.answering && chat.turns.length >= this.live.turns + 2) {
+        this.live.dropped = true;
+        this.live.controller.abort();
+      }
+    } else if (!sameChat(chat, this.chat)) {
+      this.show(chat);
+    }
   }
 
   async editSystemPrompt() {
-    $("chat-actions").hidden = true;
+    this.menu(false);
+    if (!this.chat) return;
     const dialog = $("system-dialog");
-    $("system-text").value = (this.chat && this.chat.system_prompt) || "";
+    $("system-text").value = this.chat.system_prompt || "";
     $("system-cancel").onclick = () => dialog.close();
+    const target = this.target();
     $("system-form").onsubmit = async (event) => {
       event.preventDefault();
       try {
-        await sendJSON("POST", "/chat/addsystemprompt", { ...this.target(), system_prompt: $("system-text").value });
+        await sendJSON("POST", "/chat/addsystemprompt", { ...target, system_prompt: $("system-text").value });
         dialog.close();
         await this.loadChats();
       } catch (error) {
@@ -177,30 +221,32 @@ export class ChatScreen {
   }
 
   async clear() {
-    $("chat-actions").hidden = true;
-    if (!(await confirmAction("Clear this chat's messages? Its system prompt stays.", "Clear"))) return;
-    await this.chatAction("/chat/clearchat");
-  }
-
-  async deleteChat() {
-    $("chat-actions").hidden = true;
-    if (!(await confirmAction("Delete this chat and its system prompt?"))) return;
-    if (await this.chatAction("/chat/delete")) {
-      localStorage.removeItem(`edge.chat.${this.model}`);
-      this.chatId = null;
-      await this.loadChats();
+    this.menu(false);
+    if (await confirmAction("Clear this chat's messages? Its system prompt stays.", "Clear")) {
+      await this.chatAction("/chat/clearchat");
     }
   }
 
-  async chatAction(path) {
+  async deleteChat() {
+    this.menu(false);
+    if (await confirmAction("Delete this chat and its system prompt?")) {
+      await this.chatAction("/chat/delete", () => {
+        localStorage.removeItem(`edge.chat.${this.model}`);
+        this.chatId = null; // the newest other chat, or a new one
+      });
+    }
+  }
+
+  async chatAction(path, after) {
+    if (!this.model || this.live) return;
     try {
       await sendJSON("DELETE", path, this.target());
     } catch (error) {
       notify(error.message);
-      return false;
+      return;
     }
+    if (after) after();
     await this.loadChats();
-    return true;
   }
 
   // --- messages ---------------------------------------------------------------------------------
@@ -257,14 +303,22 @@ export class ChatScreen {
     send.textContent = live ? "Stop" : "Send";
     send.classList.toggle("danger", Boolean(live));
     send.classList.toggle("primary", !live);
-    for (const id of ["model-pick", "chat-pick", "new-chat", "chat-menu"]) $(id).disabled = Boolean(live);
+    if (live) this.menu(false);
+    for (const id of CHAT_CONTROLS) $(id).disabled = Boolean(live);
+  }
+
+  // Put an unanswered question back in the box, with its photos, so nothing typed is lost.
+  giveBack(text, photos) {
+    if (!this.prompt.value) this.prompt.value = text;
+    this.photos.put(photos);
+    this.fitPrompt();
   }
 
   // --- asking -----------------------------------------------------------------------------------
 
   async send() {
     const text = this.prompt.value.trim();
-    if (!text || !this.model) return;
+    if (!text || !this.model || !this.chatId) return;
     const photos = this.photos.take();
     this.prompt.value = "";
     this.fitPrompt();
@@ -275,70 +329,60 @@ export class ChatScreen {
     this.messages.append(answer);
     this.stick = true;
     this.scrollToEnd();
-    const live = { controller: new AbortController(), model: this.model, chatId: this.chatId, turns, stopped: false };
+    const live = { controller: new AbortController(), model: this.model, chatId: this.chatId, turns, text, photos,
+      stopped: false, dropped: false, received: false };
     this.setLive(live);
     const status = this.note("");
     answer.append(status);
-    let received = false;
     try {
-      const response = await this.ask(text, photos, live, status);
+      const response = await this.ask(live, status);
       status.textContent = "";
-      received = await this.read(response, answer, live.sent);
+      await this.read(response, answer, live);
     } catch (error) {
       if (live.stopped) {
         status.textContent = "Stopped.";
+        if (!live.received) this.giveBack(text, photos);
       } else if (error instanceof ApiError) {
         status.textContent = error.message;
         status.className = "error";
-        if (!received && !this.prompt.value) this.prompt.value = text; // nothing lost: ask again
+        this.giveBack(text, photos);
       } else {
         // The connection dropped (a locked screen, a network change): the server finishes the answer.
         status.textContent = "The connection dropped; the server is finishing this answer\u2026";
-        this.lost = live;
-        if (document.visibilityState === "visible") this.recover();
+        status.className = "note waiting";
+        this.waiting = live;
       }
     } finally {
       answer.classList.remove("streaming");
       answer.dataset.done = "true";
       this.setLive(null);
-      if (!this.lost) this.refreshAfterAnswer(live);
     }
-  }
-
-  async refreshAfterAnswer(live) {
-    if (live.model !== this.model || live.chatId !== this.chatId) return;
-    try {
-      this.chat = await getJSON("/chat/getchathistory", this.target());
-    } catch {
-      return;
+    if (this.waiting === live) {
+      this.wait(live);
+    } else if (live.model === this.model && live.chatId === this.chatId) {
+      this.chat = await this.fetchHistory(); // what the server stored, for the next turn and the editor
+      await this.loadChats({ quiet: true }); // the chat's title and count
     }
-    this.loadChatsQuietly();
-  }
-
-  async loadChatsQuietly() {
-    const chats = (await getJSON("/chat/list", { model_name: this.model }).catch(() => ({ chats: [] }))).chats;
-    const current = chats.find((c) => c.chat_id === this.chatId);
-    const option = [...$("chat-pick").options].find((o) => o.value === this.chatId);
-    if (current && option) option.textContent = `${current.title || "Untitled"} (${current.turns / 2 | 0})`;
   }
 
   // POST the question; while the model is busy, say so and try again after Retry-After.
-  async ask(text, photos, live, status) {
-    const fields = { model_name: live.model, chat_id: live.chatId, prompt: text, on_disconnect: "finish",
+  async ask(live, status) {
+    const fields = { model_name: live.model, chat_id: live.chatId, prompt: live.text, on_disconnect: "finish",
       ...generationOptions() };
     let request;
-    if (photos.length) {
+    if (live.photos.length) {
       const form = new FormData();
       for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
-      photos.forEach((photo, i) => form.append("image_files", photo.blob, `photo-${i + 1}.jpg`));
+      live.photos.forEach((photo, i) => form.append("image_files", photo.blob, `photo-${i + 1}.jpg`));
       request = { form };
     } else {
       request = { json: fields };
     }
-    const path = photos.length ? "/generate/fromimagetext" : "/generate/fromtext";
+    const path = live.photos.length ? "/generate/fromimagetext" : "/generate/fromtext";
     for (;;) {
+      live.sent = performance.now(); // time to first token counts from the request that is answered
+      const waiting = setInterval(() => this.showStats(performance.now() - live.sent, 0, 0), 100);
       try {
-        live.sent = performance.now(); // time to first token counts from the request that is answered
         return await call("POST", path, { ...request, signal: live.controller.signal });
       } catch (error) {
         if (!(error instanceof ApiError && error.status === 503)) throw error;
@@ -347,11 +391,13 @@ export class ChatScreen {
           await sleep(1000, live.controller.signal);
         }
         status.textContent = "Trying again\u2026";
+      } finally {
+        clearInterval(waiting);
       }
     }
   }
 
-  async read(response, answer, sent) {
+  async read(response, answer, live) {
     const body = answer.querySelector(".body");
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
@@ -365,27 +411,32 @@ export class ChatScreen {
       answer.dataset.text = text;
       this.follow();
     };
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      const piece = decoder.decode(value, { stream: true });
-      if (!piece) continue;
-      const now = performance.now();
-      if (!pieces) first = now;
-      pieces += 1;
-      text += piece;
-      this.showStats(first - sent, pieces, now - first);
-      if (!frame) frame = requestAnimationFrame(draw);
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        const piece = decoder.decode(value, { stream: true });
+        if (!piece) continue;
+        const now = performance.now();
+        if (!pieces) first = now;
+        pieces += 1;
+        live.received = true;
+        text += piece;
+        this.showStats(first - live.sent, pieces, now - first);
+        if (!frame) frame = requestAnimationFrame(draw);
+      }
+      text += decoder.decode();
+    } finally {
+      if (frame) cancelAnimationFrame(frame);
+      draw();
     }
-    text += decoder.decode();
-    if (frame) cancelAnimationFrame(frame);
-    draw();
-    return pieces > 0;
   }
 
-  // Pieces arrive about one per token (a slow network may join a few).
+  // Time to first token (ticking until it comes), then tokens and speed. The server sends one piece per
+  // token; a slow network may join a few, so the count can run low, never high.
   showStats(ttft, pieces, elapsed) {
-    const parts = [`first token ${(ttft / 1000).toFixed(2)} s`, `${pieces} tokens`];
+    const parts = [`${pieces ? "first token" : "waiting"} ${(ttft / 1000).toFixed(2)} s`];
+    if (pieces) parts.push(`${pieces} tokens`);
     if (pieces > 1 && elapsed > 0) parts.push(`${((pieces - 1) / (elapsed / 1000)).toFixed(1)} tokens/s`);
     $("stats").textContent = parts.join(" \u00b7 ");
   }
@@ -399,21 +450,29 @@ export class ChatScreen {
     live.controller.abort();
   }
 
-  // After a dropped connection: wait until the server has stored the answer, then show the chat.
-  async recover() {
-    const lost = this.lost;
-    if (!lost || lost.recovering) return;
-    lost.recovering = true;
-    const target = { model_name: lost.model, chat_id: lost.chatId };
-    try {
-      for (let tries = 0; tries < 3600; tries += 1) {
-        const chat = await getJSON("/chat/getchathistory", target).catch(() => null);
-        if (chat && !chat.answering) break;
-        await sleep(1000);
+  // The server is finishing an answer without us: poll until it is stored, then show the chat.
+  async wait(pending) {
+    if (this.waiting && this.waiting !== pending) return;
+    this.waiting = pending;
+    if (pending.polling) return;
+    pending.polling = true;
+    const target = { model_name: pending.model, chat_id: pending.chatId };
+    let chat = null;
+    for (let tries = 0; tries < 3600 && this.waiting === pending; tries += 1) {
+      try {
+        chat = await getJSON("/chat/getchathistory", target);
+        if (!chat.answering) break;
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 401) break; // the key prompt is up; it reloads
       }
-    } finally {
-      this.lost = null;
+      await sleep(1000);
     }
-    if (lost.model === this.model && lost.chatId === this.chatId) await this.loadHistory();
+    if (this.waiting !== pending) return; // the reader moved to another chat
+    this.waiting = null;
+    if (pending.text && chat && chat.turns.length < pending.turns + 2) {
+      this.giveBack(pending.text, pending.photos); // the question never reached the server
+      notify("The question did not reach the server. It is back in the box: send it again.");
+    }
+    if (pending.model === this.model && pending.chatId === this.chatId) await this.loadHistory();
   }
 }

@@ -5,30 +5,33 @@ import { ModelsScreen } from "./models.js";
 import { askForKey, setupSettings } from "./settings.js";
 import { $ } from "./util.js";
 
-keyFromFragment();
-
 const models = new ModelsScreen((listing) => chat.setModels(listing));
 const chat = new ChatScreen(() => show("models"));
 
-function show(name) {
+function show(name, refresh = true) {
   for (const tab of document.querySelectorAll(".tab")) {
     tab.setAttribute("aria-pressed", String(tab.dataset.screen === name));
   }
   $("screen-chat").hidden = name !== "chat";
   $("screen-models").hidden = name !== "models";
-  models.show(name === "models");
-  if (name === "chat") models.refresh();
+  if (refresh) models.refresh();
 }
 
 for (const tab of document.querySelectorAll(".tab")) {
   tab.addEventListener("click", () => show(tab.dataset.screen));
 }
 
-const reload = () => models.refresh();
+// A new key: everything the old one could not read.
+const reload = async () => {
+  await models.refresh();
+  await chat.loadChats();
+};
 whenUnauthorized(() => askForKey(reload));
 setupSettings(reload);
+keyFromFragment();
+addEventListener("hashchange", () => keyFromFragment() && reload()); // a /#key= link opened in this tab
 
 // Start on the chat when a model is running, else where one can be launched.
 const listing = await models.refresh();
-show(listing && !listing.models.some((m) => m.state === "running") ? "models" : "chat");
+show(listing && !listing.models.some((m) => m.state === "running") ? "models" : "chat", false);
 document.body.dataset.ready = "true";

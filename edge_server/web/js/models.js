@@ -14,16 +14,11 @@ export class ModelsScreen {
     this.cards = new Map();
     this.launching = new Set();
     this.timer = null;
-    this.visible = false;
-  }
-
-  show(visible) {
-    this.visible = visible;
-    if (visible) this.refresh();
+    this.asked = 0; // listings asked for; only the newest answer is shown
   }
 
   async refresh() {
-    clearTimeout(this.timer);
+    const asked = ++this.asked;
     let listing;
     try {
       listing = await getJSON("/model/list");
@@ -31,8 +26,10 @@ export class ModelsScreen {
       if (error.status !== 401) notify(`Could not list the models: ${error.message}`);
       return null;
     }
+    if (asked !== this.asked) return listing; // a newer listing is on its way
     this.render(listing);
     this.onChange(listing);
+    clearTimeout(this.timer); // one poll at a time, however many refreshes ran
     const moving = listing.models.some((m) => m.state === "downloading" || m.state === "loading");
     if (moving || this.launching.size) this.timer = setTimeout(() => this.refresh(), 700);
     return listing;

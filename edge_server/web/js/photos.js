@@ -42,6 +42,11 @@ export class PhotoTray {
     }
   }
 
+  put(photos) {
+    this.photos.push(...photos);
+    this.render();
+  }
+
   take() {
     const photos = this.photos;
     this.photos = [];
