@@ -2,6 +2,7 @@
 that finish when the phone's screen locks."""
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
@@ -118,3 +119,23 @@ def test_stop_reaches_an_answer_still_waiting_for_the_model(slow_live):
     holder.close()
     chat = requests.get(f"{url}/chat/getchathistory", params=target).json()
     assert chat["turns"] == [] and chat["answering"] is False
+
+
+def test_page_files_are_gzipped_revalidated_and_confined(client):
+    from pathlib import Path
+
+    import edge_server
+
+    web = Path(edge_server.__file__).parent / "web"
+    plain = client.get("/web/js/chat.js", headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200 and plain.data == (web / "js" / "chat.js").read_bytes()
+    assert plain.headers["Content-Type"] == "text/javascript; charset=utf-8"
+    zipped = client.get("/web/js/chat.js", headers={"Accept-Encoding": "gzip, deflate"})
+    assert zipped.headers["Content-Encoding"] == "gzip" and len(zipped.data) < len(plain.data) / 2
+    assert gzip.decompress(zipped.data) == plain.data
+    again = client.get("/web/js/chat.js", headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["ETag"]})
+    assert again.status_code == 304 and again.data == b""
+    page = client.get("/")
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self';") and b"main.js" in page.data
+    for bad in ("/web/../api/web.py", "/web/%2e%2e/settings.py", "/web/js/nope.js", "/web/vendor"):
+        assert client.get(bad).status_code == 404, bad

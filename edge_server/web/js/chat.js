@@ -68,7 +68,8 @@ export class ChatScreen {
 
   // --- models and chats -------------------------------------------------------------------------
 
-  setModels(listing) {
+  // Returns when the chosen model's chat is on screen.
+  async setModels(listing) {
     this.running = listing.models.filter((m) => m.state === "running");
     const pick = $("model-pick");
     const names = this.running.map((m) => m.model_name);
@@ -84,7 +85,7 @@ export class ChatScreen {
     if (!names.length) this.menu(false);
     if (!names.includes(this.model)) {
       const saved = localStorage.getItem("edge.model");
-      this.selectModel(names.includes(saved) ? saved : names[0] || null);
+      await this.selectModel(names.includes(saved) ? saved : names[0] || null);
     } else {
       pick.value = this.model;
       this.showPhotoButtons();

@@ -34,4 +34,5 @@ addEventListener("hashchange", () => keyFromFragment() && reload()); // a /#key=
 // Start on the chat when a model is running, else where one can be launched.
 const listing = await models.refresh();
 show(listing && !listing.models.some((m) => m.state === "running") ? "models" : "chat", false);
+performance.mark("edge-ready"); // bench/page_load.py reads it
 document.body.dataset.ready = "true";

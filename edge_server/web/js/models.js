@@ -28,7 +28,7 @@ export class ModelsScreen {
     }
     if (asked !== this.asked) return listing; // a newer listing is on its way
     this.render(listing);
-    this.onChange(listing);
+    await this.onChange(listing);
     clearTimeout(this.timer); // one poll at a time, however many refreshes ran
     const moving = listing.models.some((m) => m.state === "downloading" || m.state === "loading");
     if (moving || this.launching.size) this.timer = setTimeout(() => this.refresh(), 700);
@@ -41,7 +41,10 @@ export class ModelsScreen {
     if (listing.free_disk_bytes !== null) parts.push(`free disk ${bytes(listing.free_disk_bytes)}`);
     $("resources").textContent = parts.join(" \u00b7 ");
     const list = $("model-list");
-    for (const model of listing.models) {
+    // Cards keep their place once shown; the first time, what is on the device comes first.
+    const rank = (m) => (m.state === "absent" ? 1 : 0);
+    const models = this.cards.size ? listing.models : [...listing.models].sort((a, b) => rank(a) - rank(b));
+    for (const model of models) {
       if (!this.cards.has(model.model_name)) {
         const card = this.card(model);
         this.cards.set(model.model_name, card);
