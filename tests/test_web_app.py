@@ -414,10 +414,14 @@ def test_a_dropped_connection_shows_the_finished_answer_when_back(chromium, tiny
     proxy.cut()  # the network goes away mid-answer, and comes back
     page.wait_for_selector(".msg.assistant .note:has-text('finishing')")
     seen = phone.answer().get_attribute("data-text")
-    page.wait_for_selector(".msg.assistant .note:has-text('finishing')", state="detached", timeout=60_000)
-    stored = history(tiny_server, "slow", chat_id)["turns"][-1]["content"]
+    chat = wait_until(lambda: (h := history(tiny_server, "slow", chat_id)) and h["turns"] and not h["answering"]
+                      and h, timeout=60)
+    stored = chat["turns"][-1]["content"]
     assert len(stored) > len(seen)
-    assert phone.answer().get_attribute("data-text") == stored  # the page shows what the server finished
+    # The page shows what the server finished, in place of the note.
+    page.wait_for_function("(stored) => { const a = document.querySelectorAll('.msg.assistant');"
+                           " return a.length === 1 && a[0].dataset.text === stored && !document.querySelector('.waiting'); }",
+                           arg=stored, timeout=30_000)
     phone.close()
     proxy.close()
 
