@@ -1,4 +1,4 @@
-"""The `edge-server` command: serve (the default), pull, list and key."""
+"""The `edge-server` command: serve (the default), pull, list, key and service."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 
 from .errors import CatalogError, EdgeError
 
-COMMANDS = ("serve", "pull", "list", "key")
+COMMANDS = ("serve", "pull", "list", "key", "service")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", parents=[common], help="list the catalog: installed, size, running")
     key = sub.add_parser("key", parents=[common], help="print the API key kept in the data dir (made if missing)")
     key.add_argument("--rotate", action="store_true", help="replace it with a new random key (restart the server)")
+    service = sub.add_parser("service", parents=[common], help="start at boot: a systemd unit, or in Termux a "
+                                                               "termux-services service started by Termux:Boot")
+    service.add_argument("action", choices=("print", "install", "uninstall", "status"),
+                         help="print the files without installing; install, enable and start; undo it; show its state")
+    service.add_argument("--user", action="store_true", help="a systemd --user unit instead of a system one")
+    service.add_argument("--as-user", help="the account a system unit runs as (default: the one behind sudo)")
     return parser
 
 
@@ -54,6 +60,20 @@ def _key(overrides: dict, rotate: bool) -> int:
     if rotate:
         print("A new key is kept in the data dir; restart the server to use it.", file=sys.stderr)
     return 0
+
+
+def _service(args) -> int:
+    """Host, port and data dir are fixed in the service from the flags or EDGE_* variables given now."""
+    import os
+    from pathlib import Path
+
+    from . import service
+
+    data_dir = args.data_dir or os.environ.get("EDGE_DATA_DIR")
+    return service.main(args.action, user_unit=args.user, as_user=args.as_user,
+                        host=args.host or os.environ.get("EDGE_HOST") or "0.0.0.0",
+                        port=args.port or int(os.environ.get("EDGE_PORT") or 8000),
+                        data_dir=Path(data_dir).expanduser() if data_dir else None)
 
 
 def _progress_line(name: str):
@@ -88,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                  "allowed_hosts": args.allowed_hosts, "cors_origins": args.cors_origins}
     if args.command == "key":
         return _key(overrides, args.rotate)
+    if args.command == "service":
+        return _service(args)
     from . import create_app
 
     try:

@@ -1,13 +1,19 @@
 #!/bin/sh
-# Install what the tests need: the package with its test extras, and Debian's chromium for the browser
-# tests (playwright drives it; its own browser download is not used). Safe to run again.
+# Install what the tests need: the package with its test extras, and Debian's chromium (the browser tests;
+# playwright drives it, its own browser download is not used), shellcheck (the shell scripts) and
+# systemd-analyze (the boot unit). Safe to run again.
 set -e
 cd "$(dirname "$0")/.."
 pip install -e ".[test]"
-if ! command -v chromium >/dev/null 2>&1; then
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    # shellcheck disable=SC2086  # one word per package
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "setup: chromium is not installed; the browser tests will be skipped (as root: apt-get install chromium)" >&2
+    echo "setup: not installed:$missing; the tests that need them are skipped (as root: apt-get install$missing)" >&2
   fi
 fi

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Install (or, run again after `git pull`, upgrade) edge-server in Termux and start it at boot.
+# From the clone:  sh android/install.sh
+set -eu
+cd "$(dirname "$0")/.."
+
+if [ -z "${TERMUX_VERSION:-}" ] && [ ! -d /data/data/com.termux ]; then
+  echo "install.sh is for Termux on Android; on a Pi or other Linux see the README." >&2
+  exit 1
+fi
+
+echo "== System packages"
+# numpy and Pillow come built from Termux's repository: pip would compile them (slowly, or not at all).
+pkg install -y python python-pip git clang cmake ninja make binutils python-numpy python-pillow termux-services
+
+echo "== Python packages (llama-cpp-python compiles here: 10 to 30 minutes on a phone)"
+# OpenMP off: Termux's clang links libomp statically at best, and llama.cpp's own threads do as well on phones.
+# No libcurl: edge-server downloads models itself. NATIVE: built for this phone's CPU (its dot-product units).
+CMAKE_ARGS="${CMAKE_ARGS:--DGGML_OPENMP=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=ON}"
+CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+export CMAKE_ARGS CMAKE_BUILD_PARALLEL_LEVEL
+echo "building for $(uname -m) with CMAKE_ARGS=$CMAKE_ARGS"
+
+# huggingface_hub without hf-xet (no Android wheel; it needs Rust to build): downloads use plain HTTP.
+pip install --no-deps "$(python android/requirements.py --hub)"
+requirements="${TMPDIR:-$PREFIX/tmp}/edge-server-requirements.txt"
+python android/requirements.py > "$requirements"
+pip install -r "$requirements"
+rm -f "$requirements"
+pip install --no-deps -e .
+
+echo "== Start at boot"
+python -m edge_server service install
+
+cat <<'DONE'
+
+edge-server is installed and runs as a service. Open http://127.0.0.1:8000 in the phone's browser,
+or the LAN address `edge-server key` and the log show. Read android/README.md for the two Android
+settings that keep it alive: battery optimisation and the phantom-process killer.
+DONE
