@@ -255,3 +255,25 @@ def fake_hub_etag(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_downloads_work_without_hf_xet(fake_hub, tiny_gguf, data_dir):
+    """Termux installs huggingface_hub without hf-xet (no Android wheel; it needs Rust): pull still works."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    fake_hub.add(REPO, FILE, tiny_gguf.read_bytes())
+    data_dir.mkdir(parents=True)
+    (data_dir / "models.json").write_text(json.dumps({"hubby": {"repo_id": REPO, "filename": FILE}}))
+    code = ("import sys; sys.modules['hf_xet'] = None\n"  # as if not installed: importing it fails,
+            "import huggingface_hub.utils._runtime as r\n"  # and its distribution is not found
+            "found = r.is_package_available; r.is_package_available = lambda n: n != 'hf_xet' and found(n)\n"
+            "assert not r.is_xet_available()\n"
+            "from edge_server.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.url}
+    out = subprocess.run([sys.executable, "-c", code, "pull", "hubby", "--data-dir", str(data_dir)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (data_dir / "models" / "hubby" / FILE).read_bytes() == tiny_gguf.read_bytes()
