@@ -10,15 +10,18 @@ if [ -z "${TERMUX_VERSION:-}" ] && [ ! -d /data/data/com.termux ]; then
 fi
 
 echo "== System packages"
-# numpy and Pillow come built from Termux's repository: pip would compile them (slowly, or not at all).
-pkg install -y python python-pip git clang cmake ninja make binutils python-numpy python-pillow termux-services
+# numpy and Pillow come built from Termux's repository (PyPI has no Android wheels of them). cmake and
+# ninja from pkg, not PyPI's builds (which do not run here). libandroid-spawn: llama.cpp includes <spawn.h>.
+pkg install -y python python-pip git clang cmake ninja make binutils libandroid-spawn python-numpy python-pillow \
+  termux-services
 
 echo "== Python packages (llama-cpp-python compiles here: 10 to 30 minutes on a phone)"
-# OpenMP off: Termux's clang links libomp statically at best, and llama.cpp's own threads do as well on phones.
-# No libcurl: edge-server downloads models itself. NATIVE: built for this phone's CPU (its dot-product units).
-CMAKE_ARGS="${CMAKE_ARGS:--DGGML_OPENMP=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=ON}"
+# OpenMP off: a Termux build may link a libomp.so the phone cannot load (llama.cpp #11979); llama.cpp's
+# own threads are used instead. GGML_NATIVE (the default on the device) builds for this phone's CPU.
+CMAKE_ARGS="${CMAKE_ARGS:--DGGML_OPENMP=OFF}"
+LDFLAGS="${LDFLAGS:-} -landroid-spawn"
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-export CMAKE_ARGS CMAKE_BUILD_PARALLEL_LEVEL
+export CMAKE_ARGS LDFLAGS CMAKE_BUILD_PARALLEL_LEVEL
 echo "building for $(uname -m) with CMAKE_ARGS=$CMAKE_ARGS"
 
 # huggingface_hub without hf-xet (no Android wheel; it needs Rust to build): downloads use plain HTTP.

@@ -182,10 +182,10 @@ exec svlogd -tt {data}/logs
 """,
         home / ".termux" / "boot" / NAME: f"""{sh}
 # Termux:Boot runs this after the phone starts: hold a wake lock and start Termux's services
-# (termux-services starts runsvdir from the profile), edge-server among them.
+# (termux-services' runsvdir), edge-server among them.
 termux-wake-lock
 # shellcheck source=/dev/null
-. {prefix}/etc/profile
+. {prefix}/etc/profile.d/start-services.sh
 """,
     }
 
@@ -200,12 +200,12 @@ def install_termux(service: Service, prefix: Path, home: Path, run=subprocess.ru
     service.data_dir.mkdir(parents=True, exist_ok=True)
     down = prefix / "var" / "service" / NAME / "down"
     down.unlink(missing_ok=True)  # enabled: runit starts it with the other services
-    run(["sv", "up", NAME], check=False)  # now, if runsvdir already runs (after a Termux restart it will)
+    run(["sv", "up", str(down.parent)], check=False)  # now, if runsvdir already runs (after a Termux restart it will)
     return written
 
 
 def uninstall_termux(prefix: Path, home: Path, run=subprocess.run) -> list[Path]:
-    run(["sv", "down", NAME], check=False)
+    run(["sv", "down", str(prefix / "var" / "service" / NAME)], check=False)
     removed = []
     for path in (home / ".termux" / "boot" / NAME, prefix / "var" / "service" / NAME):
         if path.is_dir():
@@ -257,7 +257,7 @@ def _termux(action: str, service: Service, prefix: Path, home: Path, run) -> int
         for path in uninstall_termux(prefix, home, run):
             print(f"removed {path}")
     else:
-        return run(["sv", "status", NAME], check=False).returncode
+        return run(["sv", "status", str(prefix / "var" / "service" / NAME)], check=False).returncode
     return 0
 
 
