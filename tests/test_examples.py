@@ -26,7 +26,9 @@ def server(make_app, tiny_gguf, tiny_mmproj):
 
 def run(server, script, *args, key=KEY):
     out = subprocess.run([sys.executable, str(EXAMPLES / script), *args, "--url", server.url, "--key", key],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, timeout=120)
+    # Decoded by hand: text mode would turn a "\r" in a random model's answer into "\n".
+    out.stdout, out.stderr = out.stdout.decode("utf-8"), out.stderr.decode("utf-8")
     return out
 
 
