@@ -47,7 +47,7 @@ def test_every_endpoint_example(server, tmp_path):
     history = json.loads(ok(server, "history.py", "tiny", "--chat-id", "ex"))
     assert history["system_prompt"] == "Be brief."
     assert [t["role"] for t in history["turns"]] == ["user", "assistant"]
-    assert history["turns"][1]["content"] == answer.rstrip("\n")
+    assert history["turns"][1]["content"] == answer.removesuffix("\n")
     assert json.loads(ok(server, "clearchat.py", "tiny", "--chat-id", "ex")) is None
     assert json.loads(ok(server, "history.py", "tiny", "--chat-id", "ex"))["turns"] == []
 
@@ -65,7 +65,7 @@ def test_every_endpoint_example(server, tmp_path):
     finally:
         site.close()
     turns = json.loads(ok(server, "history.py", "tiny-vision"))["turns"]
-    assert turns[0]["images"] == 3 and turns[1]["content"] == answer.rstrip("\n")
+    assert turns[0]["images"] == 3 and turns[1]["content"] == answer.removesuffix("\n")
 
     assert json.loads(ok(server, "kill.py", "tiny")) is None
     assert json.loads(ok(server, "delete.py", "tiny-vision")) is None
