@@ -426,6 +426,67 @@ def test_a_dropped_connection_shows_the_finished_answer_when_back(chromium, tiny
     proxy.close()
 
 
+def test_chat_controls_settings_errors_and_touch_targets(chromium, tiny_server):
+    phone = Phone(chromium, tiny_server.url, key=KEY)
+    page = phone.page
+    page.select_option("#model-pick", "tiny")
+    chat_id = new_chat(phone)
+
+    # Settings from the sheet reach the request.
+    page.click("#open-settings")
+    page.fill("#settings-form [name=temperature]", "0.3")
+    page.fill("#settings-form [name=max_new_tokens]", "5")
+    page.click("#settings-form button[type=submit]")
+    assert json.loads(page.evaluate("localStorage.getItem('edge.settings')")) == {"temperature": 0.3,
+                                                                                 "max_new_tokens": 5}
+    with page.expect_request("**/generate/fromtext") as sent:
+        phone.ask("Hello")
+    body = json.loads(sent.value.post_data)
+    assert body["temperature"] == 0.3 and body["max_new_tokens"] == 5 and body["chat_id"] == chat_id
+    assert body["on_disconnect"] == "finish"
+    phone.wait_answer()
+
+    # Touch targets and input fonts, as a phone needs them.
+    small = page.evaluate("""() => [...document.querySelectorAll('button, select, textarea, label.button')]
+        .filter(e => e.offsetParent !== null)
+        .map(e => [e.id || e.className || e.textContent, e.getBoundingClientRect()])
+        .filter(([, r]) => r.height < 44 || r.width < 44).map(([name]) => name)""")
+    assert small == [], small
+    assert float(page.evaluate("getComputedStyle(document.getElementById('prompt')).fontSize")[:-2]) >= 16
+
+    # An answer given on another device shows when the page is looked at again.
+    requests.post(f"{tiny_server.url}/generate/fromtext", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+                  json={"model_name": "tiny", "chat_id": chat_id, "prompt": "From the laptop",
+                        "max_new_tokens": 4}).raise_for_status()
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    page.wait_for_function("() => document.querySelectorAll('.msg').length === 4")
+    assert "From the laptop" in page.locator(".msg.user").last.inner_text()
+
+    # An error shows its detail, and the question goes back into the box.
+    huge = "x" * 300_000
+    page.fill("#prompt", huge)
+    page.click("#send")
+    page.wait_for_selector(".msg.assistant .error")
+    assert "limit" in page.locator(".msg.assistant .error").inner_text()
+    assert page.input_value("#prompt") == huge
+    page.fill("#prompt", "")
+
+    # Clear, then delete, after a confirmation each.
+    page.click("#chat-menu")
+    page.click("#clear-chat")
+    page.click("#confirm-yes")
+    page.wait_for_function("() => document.querySelectorAll('.msg').length === 0")
+    assert history(tiny_server, "tiny", chat_id)["turns"] == []
+    page.click("#chat-menu")
+    page.click("#delete-chat")
+    page.click("#confirm-yes")
+    page.wait_for_function(f"() => document.getElementById('chat-pick').value !== {json.dumps(chat_id)}")
+    listed = requests.get(f"{tiny_server.url}/chat/list", params={"model_name": "tiny"},
+                          headers={"Authorization": f"Bearer {KEY}"}).json()["chats"]
+    assert chat_id not in [c["chat_id"] for c in listed]
+    phone.close()
+
+
 def test_key_prompt_and_key_in_the_fragment(chromium, tiny_server):
     phone = Phone(chromium, tiny_server.url)
     page = phone.page
