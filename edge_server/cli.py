@@ -17,6 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--data-dir", help="models, chats and models.json (EDGE_DATA_DIR, "
                                            "default ~/.local/share/edge-server)")
     common.add_argument("--threads", type=int, help="waitress worker threads (EDGE_THREADS, default 12)")
+    common.add_argument("--n-threads", type=int, help="CPU threads a model computes with (EDGE_N_THREADS; default "
+                                                       "one per performance core)")
     common.add_argument("--full", action="store_true", default=None,
                         help="full mode: heavy torch backends from plugins (EDGE_FULL_MODE)")
     common.add_argument("--api-key", help="key clients must send as 'Authorization: Bearer <key>' (EDGE_API_KEY; "
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
+                 "n_threads": args.n_threads,
                  "full": args.full, "api_key": args.api_key, "no_auth": args.no_auth,
                  "allowed_hosts": args.allowed_hosts, "cors_origins": args.cors_origins}
     if args.command == "key":

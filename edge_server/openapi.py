@@ -128,7 +128,8 @@ def _paths() -> dict:
     status = _object(["model_name", "state", "bytes_done", "bytes_total"], model_name={"type": "string"},
                      state={"enum": ["absent", "downloading", "loading", "installed", "running"]},
                      bytes_done={"type": ["integer", "null"]}, bytes_total={"type": ["integer", "null"]},
-                     n_ctx={"type": "integer"}, queued={"type": "integer"})
+                     n_ctx={"type": "integer"}, n_threads={"type": "integer", "description": "CPU threads it computes with"},
+                     queued={"type": "integer"})
     turn = _object(["role", "content"], role={"enum": ["user", "assistant"]}, content={"type": "string"},
                    images={"type": "integer"})
     history = _object(["model_name", "chat_id", "system_prompt", "turns", "set_aside", "answering"],

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .backends import BackendRegistry, LoadedModel
 from .catalog import Catalog, ModelSpec
+from .cpu import default_threads
 from .engine import Engine
 from .errors import EdgeError, InvalidRequest, ModelLoadError, ModelNotRunning
 from .memory import release_free_heap
@@ -38,6 +39,11 @@ class ModelManager:
         self._guard = threading.Lock()
         self.engine = Engine()  # the one thread that computes; see engine.py
         self.slow_work = SlowWork(settings.max_streams)  # streams, link fetches and downloads share it
+        if settings.n_threads:
+            self.n_threads, why = settings.n_threads, "set by --n-threads or EDGE_N_THREADS"
+        else:
+            self.n_threads, why = default_threads()
+        log.info("models compute with %d threads (%s)", self.n_threads, why)
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -83,7 +89,7 @@ class ModelManager:
                     n = min(wanted, trained) if trained else wanted
                     log.info("loading %s (n_ctx=%d)", spec.name, n)
                     model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
-                                         chat_handler=spec.chat_handler, n_threads=self.settings.n_threads)
+                                         chat_handler=spec.chat_handler, n_threads=self.n_threads)
                 except (ValueError, RuntimeError, OSError) as exc:
                     log.warning("loading %s failed: %s", spec.name, exc)
                     raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
@@ -167,7 +173,8 @@ class ModelManager:
         if busy is not None:
             body.update(busy)
         elif running is not None:
-            body.update(state="running", n_ctx=running.model.n_ctx, queued=running.slot.waiting)
+            body.update(state="running", n_ctx=running.model.n_ctx, n_threads=self.n_threads,
+                        queued=running.slot.waiting)
         elif self.store.files(spec) is not None:
             body["state"] = "installed"
         if body["state"] in ("installed", "running"):

@@ -29,7 +29,7 @@ class Settings:
     max_connections: int = 500  # open connections waitress keeps (slow clients wait in these, not in workers)
     max_body_bytes: int = 32 * 1024 * 1024  # largest request body accepted (413 above)
     default_n_ctx: int = 8192  # n_ctx used by /model/launch when the body omits it
-    n_threads: int | None = None  # CPU threads llama.cpp uses per model (None: its own choice)
+    n_threads: int | None = None  # CPU threads a model computes with (None: one per performance core, cpu.py)
     hf_endpoint: str | None = None  # Hugging Face hub URL (HF_ENDPOINT); None means huggingface.co
     hf_token: str | None = None  # token for gated repos (HF_TOKEN)
     hf_offline: bool = False  # never reach the hub, only use files already in the store (HF_HUB_OFFLINE)
