@@ -40,6 +40,10 @@ class ModelNotInstalled(EdgeError):
     status, code = 404, "model_not_installed"
 
 
+class InsufficientStorage(EdgeError):
+    status, code = 507, "insufficient_storage"
+
+
 class HubError(EdgeError):
     status, code = 502, "hub_error"
 

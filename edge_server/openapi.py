@@ -19,6 +19,7 @@ CODES = {
     "image_invalid": 422, "image_too_large": 413, "too_many_images": 413, "link_not_allowed": 400,
     "image_fetch_failed": 502, "image_fetch_timeout": 504, "prompt_too_large": 413, "chat_too_large": 413,
     "too_many_chats": 409, "system_prompt_too_large": 413, "downloading": 202, "download_cancelled": 409,
+    "insufficient_storage": 507,
 }
 _ALWAYS = ("host_not_allowed", "internal_error")
 _GUARDED = ("unauthorized",)  # operations that need the key
@@ -32,7 +33,8 @@ _STATUS_TEXT = {202: "Accepted: the model is downloading; poll GET /model/status
                 415: "The body is not JSON (or multipart where uploads are taken)",
                 422: "The body or a parameter does not validate", 500: "Server error",
                 502: "An upstream (the hub, an image link) failed", 503: "Busy: retry after Retry-After",
-                504: "An upstream (the hub, an image link) did not answer in time"}
+                504: "An upstream (the hub, an image link) did not answer in time",
+                507: "Not enough free disk (or memory) for the model"}
 
 MODEL_NAME = {"type": "string", "minLength": 1, "description": "A catalog name (GET /model/getavailabletodownload).",
               "examples": ["gemma-3-270m-it"]}
@@ -163,7 +165,7 @@ def _paths() -> dict:
         "/model/launch": {"post": _op(
             "models", "Download (if needed) and start a model", NULL,
             ("model_not_found", "model_not_installed", "full_mode_required", "backend_unavailable",
-             "model_load_failed", "downloading", "download_cancelled", "busy") + _HUB,
+             "model_load_failed", "downloading", "download_cancelled", "busy", "insufficient_storage") + _HUB,
             body=_json(_object(["model_name"], model_name=MODEL_NAME, n_ctx={
                 "description": "Context size in tokens, rounded up to a multiple of 256; -1 or absent: the "
                                "model's default (capped at its trained context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16, "maximum": 1 << 20}]})))},

@@ -1,6 +1,7 @@
 """The model store: files under <data-dir>/models/<name>/, downloaded with huggingface_hub."""
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from .catalog import ModelSpec
-from .errors import EdgeError, HubError, ModelNotInstalled
+from .errors import EdgeError, HubError, InsufficientStorage, ModelNotInstalled
 from .settings import Settings
 
 log = logging.getLogger("edge_server.store")
@@ -82,6 +83,10 @@ def _fetch(meta, auth: dict, target: Path, report: Callable[[int], None], cancel
         raise OSError(f"{target.name}: got {size} bytes, expected {meta.size}")
     part.replace(target)
     stamp.unlink(missing_ok=True)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB"
 
 
 def _walk(exc: BaseException):
@@ -172,6 +177,7 @@ class ModelStore:
             raise hub_error(exc, spec, offline=False) from exc
         total, done, headers = sum(meta.size or 0 for _, meta in metas), 0, _auth_headers(self.settings.hf_token)
         folder.mkdir(parents=True, exist_ok=True)
+        self._check_room(spec, folder, metas)
         for name, meta in metas:
             log.info("downloading %s: %s/%s (%s bytes)", spec.name, spec.repo_id, name, meta.size)
             report = (lambda n, base=done: progress(base + n, total)) if progress else (lambda n: None)
@@ -180,11 +186,29 @@ class ModelStore:
             except DownloadCancelled:
                 raise
             except Exception as exc:
+                if any(isinstance(c, OSError) and c.errno == errno.ENOSPC for c in _walk(exc)):
+                    # Another writer took the space meanwhile: keep the part, it resumes once there is room.
+                    raise InsufficientStorage(
+                        f"The disk under {self.root} filled up while downloading {spec.name!r}. The part "
+                        f"downloaded is kept: free some space and launch again to resume.") from exc
                 log.warning("download of %s failed: %r", spec.name, exc)
                 raise hub_error(exc, spec, offline=False) from exc
             done += meta.size or 0
         log.info("downloaded %s", spec.name)
         return self.files(spec)
+
+    def _check_room(self, spec: ModelSpec, folder: Path, metas) -> None:
+        """Refuse a download that cannot fit, before a byte is written (parts already there count as done)."""
+        needed = 0
+        for name, meta in metas:
+            part = folder / (name + ".part")
+            needed += max(0, (meta.size or 0) - (part.stat().st_size if part.exists() else 0))
+        free = shutil.disk_usage(folder).free
+        if needed + self.settings.disk_margin_bytes > free:
+            raise InsufficientStorage(
+                f"Model {spec.name!r} needs {_mb(needed)} more on disk; {_mb(free)} are free under {self.root} "
+                f"and {_mb(self.settings.disk_margin_bytes)} stay spare (EDGE_DISK_MARGIN_BYTES). Delete a "
+                "model or free some space.")
 
     def _metadata(self, spec: ModelSpec, filename: str):
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
