@@ -131,7 +131,10 @@ def _paths() -> dict:
                      state={"enum": ["absent", "downloading", "loading", "installed", "running"]},
                      bytes_done={"type": ["integer", "null"]}, bytes_total={"type": ["integer", "null"]},
                      n_ctx={"type": "integer"}, n_threads={"type": "integer", "description": "CPU threads it computes with"},
-                     queued={"type": "integer"})
+                     queued={"type": "integer"},
+                     keep_alive={"type": "number", "description": "Seconds idle before it is unloaded (0: never)"},
+                     idle_unloaded_at={"type": "integer", "description": "Unix time it was unloaded for being "
+                                                                         "idle; the next request loads it again"})
     turn = _object(["role", "content"], role={"enum": ["user", "assistant"]}, content={"type": "string"},
                    images={"type": "integer"})
     history = _object(["model_name", "chat_id", "system_prompt", "turns", "set_aside", "answering"],
@@ -168,7 +171,10 @@ def _paths() -> dict:
              "model_load_failed", "downloading", "download_cancelled", "busy", "insufficient_storage") + _HUB,
             body=_json(_object(["model_name"], model_name=MODEL_NAME, n_ctx={
                 "description": "Context size in tokens, rounded up to a multiple of 256; -1 or absent: the "
-                               "model's default (capped at its trained context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16, "maximum": 1 << 20}]})))},
+                               "model's default (capped at its trained context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16, "maximum": 1 << 20}]},
+                keep_alive={"type": "number", "minimum": 0, "maximum": 10 * 365 * 86400,
+                            "description": "Seconds it may sit idle before it is unloaded to free its memory; the "
+                                           "next request loads it again. 0: never. Default: EDGE_KEEP_ALIVE (0)."})))},
         "/model/kill": {"delete": _op("models", "Stop a running model and free its memory, or cancel its download",
                                       NULL,
                                       ("model_not_found", "model_not_running"), body=named)},

@@ -22,6 +22,7 @@ class ModelSlot:
         self._busy = False
         self.closed = False
         self._since = 0.0  # when the current holder got the model
+        self._idle_since = time.monotonic()  # when it was last given back (or loaded)
         self._hold = 5.0  # seconds one request holds the model, a running average (a first guess until measured)
 
     def acquire(self, abandoned: Callable[[], bool] | None = None) -> None:
@@ -60,7 +61,17 @@ class ModelSlot:
             if self._busy:
                 self._hold = 0.7 * self._hold + 0.3 * (time.monotonic() - self._since)
             self._busy = False
+            self._idle_since = time.monotonic()
             self._cond.notify_all()
+
+    def close_if_idle(self, seconds: float) -> bool:
+        """Close the slot if nobody has used or asked for the model for `seconds`; a request arriving
+        at the same moment either gets in first (and the model stays) or finds it closed."""
+        with self._cond:
+            if self.closed or self._busy or self._waiting or time.monotonic() - self._idle_since < seconds:
+                return False
+            self.closed = True
+            return True
 
     def close(self) -> None:
         """Refuse new and queued requests, then wait for the one generating to finish."""

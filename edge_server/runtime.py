@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from .backends import BackendRegistry, LoadedModel
@@ -26,6 +27,7 @@ class RunningModel:
     model: LoadedModel
     slot: ModelSlot
     requested: int  # the n_ctx asked for, before capping to the trained context
+    keep_alive: float = 0  # seconds idle before it is unloaded (0: never)
     stopping: threading.Event = field(default_factory=threading.Event)
 
 
@@ -36,6 +38,9 @@ class ModelManager:
         self._busy: dict[str, dict] = {}  # name -> {"state": downloading|loading, bytes...}
         self._locks: dict[str, threading.Lock] = {}
         self._cancels: dict[str, threading.Event] = {}  # name -> set to cancel its download
+        self._unloaded: dict[str, tuple[int, float, float]] = {}  # idle-unloaded: name -> (n_ctx, keep_alive, when)
+        self._reaper: threading.Thread | None = None
+        self._closing = threading.Event()
         self._guard = threading.Lock()
         self.engine = Engine()  # the one thread that computes; see engine.py
         self.slow_work = SlowWork(settings.max_streams)  # streams, link fetches and downloads share it
@@ -69,17 +74,24 @@ class ModelManager:
         # buffers hold; ask for the size it will use (GET /model/status reports it).
         return -(-n_ctx // CTX_BLOCK) * CTX_BLOCK
 
-    def launch(self, name, n_ctx=None) -> RunningModel:
-        """Download if needed, then load; a second launch with the same n_ctx is a no-op."""
+    def launch(self, name, n_ctx=None, keep_alive: float | None = None) -> RunningModel:
+        """Download if needed, then load; a second launch with the same n_ctx only sets keep_alive.
+
+        keep_alive: seconds idle before the model is unloaded (0: never; None: the setting). An
+        unloaded model is loaded again by the next request that needs it."""
         spec = self.spec(name)
         wanted = self._resolve_n_ctx(spec, n_ctx)
+        keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
         self._refuse_while_downloading(spec.name)
         with self._lock(spec.name):
             backend = self.registry.get(spec.backend)
             try:
                 files = self.store.files(spec) or self._download(spec)
+                self._unloaded.pop(spec.name, None)
                 current = self._running.get(spec.name)
                 if current is not None and current.requested == wanted:
+                    current.keep_alive = keep_alive
+                    self._watch_idle()
                     return current
                 self._busy[spec.name] = {"state": "loading"}
                 if current is not None:
@@ -93,9 +105,11 @@ class ModelManager:
                 except (ValueError, RuntimeError, OSError) as exc:
                     log.warning("loading %s failed: %s", spec.name, exc)
                     raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
-                running = RunningModel(spec, model, ModelSlot(spec.name, self.settings.queue_size), wanted)
+                running = RunningModel(spec, model, ModelSlot(spec.name, self.settings.queue_size), wanted,
+                                       keep_alive)
                 self._running[spec.name] = running
                 log.info("running %s", spec.name)
+                self._watch_idle()
                 return running
             finally:
                 self._busy.pop(spec.name, None)
@@ -122,11 +136,37 @@ class ModelManager:
                             status=202, code="downloading")
 
     def get(self, name) -> RunningModel:
+        """The running model; one unloaded for being idle is loaded again first."""
         running = self._running.get(name) if isinstance(name, str) else None
         if running is None:
             self.catalog.get(name)  # unknown names answer model_not_found
-            raise ModelNotRunning(f"Model {name!r} is not running; POST /model/launch first.")
+            unloaded = self._unloaded.get(name)
+            if unloaded is None:
+                raise ModelNotRunning(f"Model {name!r} is not running; POST /model/launch first.")
+            log.info("loading %s again: a request needs it", name)
+            return self.launch(name, unloaded[0], unloaded[1])
         return running
+
+    def _watch_idle(self) -> None:
+        """Start the thread that unloads idle models, once one has a keep-alive."""
+        if self._reaper is None and any(r.keep_alive for r in list(self._running.values())):
+            self._reaper = threading.Thread(target=self._unload_idle, name="idle-unload", daemon=True)
+            self._reaper.start()
+
+    def _unload_idle(self) -> None:
+        while not self._closing.wait(0.5):
+            for running in list(self._running.values()):
+                lock = self._lock(running.spec.name)
+                if not running.keep_alive or not lock.acquire(blocking=False):
+                    continue  # never unloaded, or being launched, killed or deleted right now
+                try:
+                    if self._running.get(running.spec.name) is running and running.slot.close_if_idle(
+                            running.keep_alive):
+                        self._stop(running)
+                        self._unloaded[running.spec.name] = (running.requested, running.keep_alive, time.time())
+                        log.info("unloaded %s after %g s idle", running.spec.name, running.keep_alive)
+                finally:
+                    lock.release()
 
     def kill(self, name) -> None:
         """Stop a running model, or cancel its download (the part kept on disk resumes on the next launch)."""
@@ -138,6 +178,8 @@ class ModelManager:
         with self._lock(name):
             running = self._running.get(name)
             if running is None:
+                if self._unloaded.pop(name, None):
+                    return  # unloaded for being idle: now it stays unloaded
                 raise ModelNotRunning(f"Model {name!r} is not running.")
             self._stop(running)
 
@@ -157,6 +199,7 @@ class ModelManager:
         if cancel is not None:
             cancel.set()  # the launch lets go of the lock at its next piece
         with self._lock(name):
+            self._unloaded.pop(spec.name, None)
             running = self._running.get(name)
             if running is not None:
                 self._stop(running)
@@ -174,9 +217,11 @@ class ModelManager:
             body.update(busy)
         elif running is not None:
             body.update(state="running", n_ctx=running.model.n_ctx, n_threads=self.n_threads,
-                        queued=running.slot.waiting)
+                        queued=running.slot.waiting, keep_alive=running.keep_alive)
         elif self.store.files(spec) is not None:
             body["state"] = "installed"
+            if spec.name in self._unloaded:
+                body["idle_unloaded_at"] = int(self._unloaded[spec.name][2])
         if body["state"] in ("installed", "running"):
             body["bytes_done"] = body["bytes_total"] = self.store.installed_bytes(spec)
         return body
@@ -193,6 +238,7 @@ class ModelManager:
             running.stopping.set()
 
     def shutdown(self) -> None:
+        self._closing.set()
         self.stop_streams()
         for name in list(self._running):
             self._stop(self._running[name])

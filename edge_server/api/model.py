@@ -15,7 +15,8 @@ def launch():
     body = json_body()
     name = model_name(body)
     n_ctx = field(body, "n_ctx", int, None, maximum=MAX_TOKENS)
-    edge().manager.launch(name, n_ctx)
+    keep_alive = field(body, "keep_alive", (int, float), None, minimum=0, maximum=10 * 365 * 86400)
+    edge().manager.launch(name, n_ctx, keep_alive)
     return jsonify(None)
 
 
