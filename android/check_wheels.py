@@ -14,7 +14,7 @@ import tempfile
 PACKAGES = ["flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous", "click", "blinker", "waitress",
             "llama-cpp-python", "numpy", "diskcache", "typing-extensions", "huggingface-hub", "hf-xet", "httpx2",
             "pyyaml", "tqdm", "filelock", "fsspec", "packaging", "pillow", "requests", "urllib3",
-            "charset-normalizer", "idna", "certifi", "flask-cors", "flask-swagger-ui", "segno"]
+            "charset-normalizer", "idna", "certifi", "flask-cors", "flask-swagger-ui", "segno", "prometheus-client"]
 PLATFORMS = {"Pi OS 64-bit (py3.11)": (["manylinux_2_28_aarch64", "manylinux2014_aarch64"], "3.11"),
              "Pi OS 32-bit (py3.11)": (["manylinux_2_28_armv7l", "manylinux2014_armv7l"], "3.11"),
              "Termux (py3.13)": (["android_24_arm64_v8a"], "3.13")}

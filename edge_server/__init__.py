@@ -15,6 +15,7 @@ from .errors import register_error_handlers
 from .generation import Generator
 from .images import ImageIntake
 from .memory import release_free_heap
+from .metrics import Metrics
 from .runtime import ModelManager
 from .security import install as install_guard
 from .security import resolve_api_key
@@ -43,6 +44,7 @@ class EdgeServer:
     generator: Generator
     images: ImageIntake
     api_key: str | None  # what clients must send; None: no key needed (loopback or --no-auth)
+    metrics: Metrics
 
 
 def create_app(config: Settings | dict | None = None, registry: BackendRegistry | None = None) -> Flask:
@@ -54,12 +56,15 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
 
     catalog = Catalog.load(settings.data_dir / "models.json")
     store = ModelStore(settings)
-    manager = ModelManager(settings, catalog, store, registry or build_registry(settings.full))
+    metrics = Metrics()
+    manager = ModelManager(settings, catalog, store, registry or build_registry(settings.full), metrics)
+    metrics.watch(manager)
     chats = ChatStore(settings.chats_dir, settings.max_chats_per_model, settings.max_chat_bytes,
                       settings.max_system_prompt_bytes)
     api_key = resolve_api_key(settings)
     app.extensions["edge_server"] = EdgeServer(settings, catalog, store, manager, chats,
-                                               Generator(settings, manager, chats), ImageIntake(settings), api_key)
+                                               Generator(settings, manager, chats, metrics), ImageIntake(settings),
+                                               api_key, metrics)
 
     register_error_handlers(app)
 
@@ -69,8 +74,11 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
 
     @app.after_request
     def _log_request(response):
-        took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        log.info("%s %s %s %.1fms", request.method, printable(request.path), response.status_code, took)
+        took = time.perf_counter() - g.get("started", time.perf_counter())
+        log.info("%s %s %s %.1fms", request.method, printable(request.path), response.status_code, took * 1000)
+        route = request.url_rule.rule if request.url_rule else "unmatched"  # never the raw path: unbounded labels
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        metrics.duration.labels(route).observe(took)
         return response
 
     @app.teardown_request

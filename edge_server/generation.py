@@ -9,8 +9,9 @@ from typing import Callable, Iterator
 
 from .backends import VISION, GenerationOptions, Prepared
 from .chats import ChatStore
-from .errors import ClientGone, ContextLengthExceeded, EdgeError
+from .errors import Busy, ClientGone, ContextLengthExceeded, EdgeError
 from .memory import release_free_heap
+from .metrics import Metrics
 from .runtime import ModelManager, RunningModel
 from .settings import Settings
 
@@ -63,7 +64,7 @@ class Answer:
 
     def __init__(self, generator: "Generator", running: RunningModel, chat_id: str, prompt: str,
                  prepared: Prepared, options: GenerationOptions, abandoned: Callable[[], bool], n_images: int,
-                 finish: bool, stop_asked: threading.Event):
+                 finish: bool, stop_asked: threading.Event, asked_at: float):
         self._gen, self._running, self._chat_id, self._prompt = generator, running, chat_id, prompt
         self._n_images, self._finish = n_images, finish
         # finish: the client wants the whole answer stored even if it goes away (a phone's screen locks).
@@ -73,6 +74,8 @@ class Answer:
         self._finished = False
         self._stop_asked = stop_asked  # POST /generate/stop: end now, even an answer set to finish
         self._started = time.perf_counter()
+        self._asked_at = asked_at  # when the request reached the generation layer (queue wait included)
+        self._tokens, self._first_at, self._last_at = 0, None, None
         self._chunks = self._produce(prepared, options)
 
     def __iter__(self) -> Iterator[str]:
@@ -112,6 +115,9 @@ class Answer:
         pieces = self._gen.manager.engine.submit(lambda: model.stream(prepared, options))
         try:
             for piece in pieces:
+                self._last_at = time.perf_counter()
+                self._first_at = self._first_at or self._last_at
+                self._tokens += 1  # the backend streams one piece per token
                 text, stopped = scanner.feed(piece)
                 if text:
                     self._parts.append(text)
@@ -153,6 +159,9 @@ class Answer:
                                              n_images=self._n_images)
             log.info("answered %s/%s: %d chars in %.2fs", self._running.spec.name, self._chat_id, len(answer),
                      time.perf_counter() - self._started)
+            self._gen.metrics.answered(self._running.spec.name, self._tokens,
+                                       self._first_at and self._first_at - self._asked_at,
+                                       (self._last_at or 0) - (self._first_at or 0))
         finally:
             self._gen.forget(self._running.spec.name, self._chat_id, self._stop_asked)
             self._running.slot.release()
@@ -162,8 +171,8 @@ class Answer:
 
 
 class Generator:
-    def __init__(self, settings: Settings, manager: ModelManager, chats: ChatStore):
-        self.settings, self.manager, self.chats = settings, manager, chats
+    def __init__(self, settings: Settings, manager: ModelManager, chats: ChatStore, metrics: Metrics):
+        self.settings, self.manager, self.chats, self.metrics = settings, manager, chats, metrics
         self.limit = manager.slow_work
         # The stop flag of each request being answered (or waiting for its model), by (model, chat_id).
         self._live: dict[tuple[str, str], set[threading.Event]] = {}
@@ -178,6 +187,7 @@ class Generator:
         among the server's slow work but before it waits for the model. With `finish`, a client that
         goes away does not stop the answer: it is generated to the end and stored.
         """
+        asked_at = time.perf_counter()
         abandoned = abandoned or (lambda: False)
         size = len(prompt.encode("utf-8"))
         if size > self.settings.max_prompt_bytes:  # before tokenizing: a huge text would hold the model
@@ -193,14 +203,18 @@ class Generator:
             self.limit.take()
             undo.callback(self.limit.give_back)
             images = [load() for load in images or ()]
-            running.slot.acquire(lambda: abandoned() or stop_asked.is_set())
+            try:
+                running.slot.acquire(lambda: abandoned() or stop_asked.is_set())
+            except Busy:
+                self.metrics.refusals.labels(name).inc()
+                raise
             undo.callback(running.slot.release)
             prepared = self._fit(running, chat_id, self.chats.get(name, chat_id), prompt, options, images)
             if stop_asked.is_set():
                 raise ClientGone("The answer was stopped before it began.")
             undo.pop_all()  # from here on the Answer gives them back when it closes
         answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()), finish,
-                        stop_asked)
+                        stop_asked, asked_at)
         answer.prime()
         return answer
 

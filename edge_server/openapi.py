@@ -224,8 +224,15 @@ def _paths() -> dict:
             "application/json": {"schema": history}}}, ("model_not_found",),
             params=[by_name, _query("chat_id", CHAT_ID, required=False)])},
         "/health": {"get": _op("server", "Liveness: the server answers", {"description": "Alive", "content": {
-            "application/json": {"schema": _object(["status", "version"], status={"const": "ok"},
-                                                   version={"type": "string"})}}}, public=True)},
+            "application/json": {"schema": _object(
+                ["status", "version", "uptime_seconds", "models_running", "rss_bytes"], status={"const": "ok"},
+                version={"type": "string"}, uptime_seconds={"type": "integer"}, models_running=STRINGS,
+                rss_bytes={"type": ["integer", "null"], "description": "The server's resident memory"})}}},
+            public=True)},
+        "/metrics": {"get": _op("server", "Metrics in Prometheus text format", {
+            "description": "Requests by route and status, request duration, time to first token, tokens/s and "
+                           "tokens per model, queue depth, busy refusals, load time, bytes downloaded, memory",
+            "content": {"text/plain": {"schema": {"type": "string"}}}})},
         "/": {"get": _op("server", "The web app (models, chats, photos) for a phone browser", html, public=True)},
         "/web/{name}": {"get": _op("server", "The web app's files (scripts, styles, vendored libraries)", {
             "description": "A file", "content": {"*/*": {"schema": {}}}}, ("not_found",), public=True,

@@ -13,6 +13,7 @@ from .cpu import default_threads
 from .engine import Engine
 from .errors import EdgeError, InvalidRequest, ModelLoadError, ModelNotRunning
 from .memory import release_free_heap
+from .metrics import Metrics
 from .queueing import ModelSlot, SlowWork
 from .settings import Settings
 from .store import ModelStore
@@ -32,8 +33,9 @@ class RunningModel:
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, catalog: Catalog, store: ModelStore, registry: BackendRegistry):
-        self.settings, self.catalog, self.store, self.registry = settings, catalog, store, registry
+    def __init__(self, settings: Settings, catalog: Catalog, store: ModelStore, registry: BackendRegistry,
+                 metrics: Metrics):
+        self.settings, self.catalog, self.store, self.registry, self.metrics = settings, catalog, store, registry, metrics
         self._running: dict[str, RunningModel] = {}
         self._busy: dict[str, dict] = {}  # name -> {"state": downloading|loading, bytes...}
         self._locks: dict[str, threading.Lock] = {}
@@ -100,8 +102,10 @@ class ModelManager:
                     trained = backend.trained_context(files.model)
                     n = min(wanted, trained) if trained else wanted
                     log.info("loading %s (n_ctx=%d)", spec.name, n)
+                    started = time.perf_counter()
                     model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
                                          chat_handler=spec.chat_handler, n_threads=self.n_threads)
+                    self.metrics.loads.labels(spec.name).observe(time.perf_counter() - started)
                 except (ValueError, RuntimeError, OSError) as exc:
                     log.warning("loading %s failed: %s", spec.name, exc)
                     raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
@@ -119,10 +123,18 @@ class ModelManager:
         cancel = threading.Event()
         self._busy[spec.name] = {"state": "downloading", "bytes_done": 0, "bytes_total": spec.size}
         self._cancels[spec.name] = cancel
+        counted = self.metrics.downloaded.labels(spec.name)
+        last = [None]  # bytes reported last; the first report is where a resume starts, not new bytes
+
+        def progress(done: int, total: int | None) -> None:
+            if last[0] is not None and done > last[0]:
+                counted.inc(done - last[0])
+            last[0] = done
+            self._busy[spec.name].update(bytes_done=done, bytes_total=total)
+
         try:
             with self.slow_work.held():
-                return self.store.download(spec, cancelled=cancel.is_set, progress=lambda done, total:
-                                           self._busy[spec.name].update(bytes_done=done, bytes_total=total))
+                return self.store.download(spec, cancelled=cancel.is_set, progress=progress)
         finally:
             self._cancels.pop(spec.name, None)
 
@@ -231,6 +243,10 @@ class ModelManager:
         return [{**self.status(name), "kind": spec.kind, "vision": spec.kind == "vision", "heavy": spec.heavy,
                  "size": spec.size, "description": spec.description}
                 for name in self.catalog.names(self.settings.full) for spec in [self.catalog.get(name)]]
+
+    def running(self):
+        """(name, requests waiting) of each running model."""
+        return [(name, running.slot.waiting) for name, running in list(self._running.items())]
 
     def stop_streams(self) -> None:
         """Ask every stream to end now (server shutdown); the models stay loaded."""

@@ -1,16 +1,31 @@
-"""Public pages: the liveness answer, the OpenAPI document and Swagger UI at /docs (the web app is in web.py)."""
+"""Server pages: health, metrics, the OpenAPI document and Swagger UI at /docs (the web app is in web.py)."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import time
+
+from flask import Blueprint, Response, jsonify
 
 from .. import __version__
+from ..metrics import process_rss
 from ..openapi import document
+from . import edge
 
 bp = Blueprint("pages", __name__)
 
 @bp.get("/health")
 def health():
-    return jsonify({"status": "ok", "version": __version__})
+    """Cheap and public: for a supervisor or a phone checking the server is up."""
+    app = edge()
+    return jsonify({"status": "ok", "version": __version__, "uptime_seconds": round(time.time() - app.metrics.started),
+                    "models_running": [name for name, _ in app.manager.running()], "rss_bytes": process_rss()})
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text format; needs the key when one is set."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(edge().metrics.text(), content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/openapi.json")
