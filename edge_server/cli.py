@@ -19,6 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--threads", type=int, help="waitress worker threads (EDGE_THREADS, default 12)")
     common.add_argument("--keep-alive", type=float, help="seconds a model may sit idle before it is unloaded, "
                                                           "0 never (EDGE_KEEP_ALIVE, default 0)")
+    common.add_argument("--no-memory-check", dest="memory_check", action="store_false", default=None,
+                        help="load models even when their estimate passes the memory available (EDGE_MEMORY_CHECK=0)")
     common.add_argument("--n-threads", type=int, help="CPU threads a model computes with (EDGE_N_THREADS; default "
                                                        "one per performance core)")
     common.add_argument("--full", action="store_true", default=None,
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
-                 "n_threads": args.n_threads, "keep_alive": args.keep_alive,
+                 "n_threads": args.n_threads, "keep_alive": args.keep_alive, "memory_check": args.memory_check,
                  "full": args.full, "api_key": args.api_key, "no_auth": args.no_auth,
                  "allowed_hosts": args.allowed_hosts, "cors_origins": args.cors_origins}
     if args.command == "key":

@@ -44,6 +44,10 @@ class InsufficientStorage(EdgeError):
     status, code = 507, "insufficient_storage"
 
 
+class InsufficientMemory(EdgeError):
+    status, code = 507, "insufficient_memory"
+
+
 class HubError(EdgeError):
     status, code = 502, "hub_error"
 

@@ -6,10 +6,10 @@ import shutil
 from pathlib import Path
 
 
-def available_memory() -> int | None:
+def available_memory(meminfo: str = "/proc/meminfo") -> int | None:
     """Bytes the system can give without swapping (MemAvailable, which Android has too); None if unknown."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(meminfo) as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024

@@ -11,8 +11,8 @@ from .backends import BackendRegistry, LoadedModel
 from .catalog import Catalog, ModelSpec
 from .cpu import default_threads
 from .engine import Engine
-from .errors import EdgeError, InvalidRequest, ModelLoadError, ModelNotRunning
-from .memory import release_free_heap
+from .errors import EdgeError, InsufficientMemory, InvalidRequest, ModelLoadError, ModelNotRunning
+from .memory import available_memory, release_free_heap
 from .metrics import Metrics
 from .queueing import ModelSlot, SlowWork
 from .settings import Settings
@@ -76,7 +76,7 @@ class ModelManager:
         # buffers hold; ask for the size it will use (GET /model/status reports it).
         return -(-n_ctx // CTX_BLOCK) * CTX_BLOCK
 
-    def launch(self, name, n_ctx=None, keep_alive: float | None = None) -> RunningModel:
+    def launch(self, name, n_ctx=None, keep_alive: float | None = None, force: bool = False) -> RunningModel:
         """Download if needed, then load; a second launch with the same n_ctx only sets keep_alive.
 
         keep_alive: seconds idle before the model is unloaded (0: never; None: the setting). An
@@ -95,12 +95,17 @@ class ModelManager:
                     current.keep_alive = keep_alive
                     self._watch_idle()
                     return current
+                try:
+                    trained = backend.trained_context(files.model)
+                except (ValueError, OSError) as exc:
+                    raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
+                n = min(wanted, trained) if trained else wanted
+                if self.settings.memory_check and not force:
+                    self._check_memory(spec, backend, files, n, current)
                 self._busy[spec.name] = {"state": "loading"}
                 if current is not None:
                     self._stop(current)
                 try:
-                    trained = backend.trained_context(files.model)
-                    n = min(wanted, trained) if trained else wanted
                     log.info("loading %s (n_ctx=%d)", spec.name, n)
                     started = time.perf_counter()
                     model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
@@ -117,6 +122,27 @@ class ModelManager:
                 return running
             finally:
                 self._busy.pop(spec.name, None)
+
+    def _check_memory(self, spec: ModelSpec, backend, files, n_ctx: int, current: RunningModel | None) -> None:
+        """Refuse a load that the system's available memory cannot hold (the estimate errs high)."""
+        try:
+            needs = backend.memory_needs(files.model, files.mmproj) if hasattr(backend, "memory_needs") else None
+        except (ValueError, OSError):
+            needs = None  # an unreadable header fails the load itself, with its own message
+        available = available_memory(self.settings.meminfo_path)
+        if needs is None or available is None:
+            return
+        if current is not None:  # a relaunch with another context: the running copy goes first
+            available += needs.at(current.model.n_ctx)
+        if needs.at(n_ctx) <= available:
+            return
+        largest = needs.largest_context(available)
+        gb = lambda size: f"{size / 1e9:.2f} GB"  # noqa: E731
+        advice = (f"At n_ctx {largest} it would fit" if largest >= CTX_BLOCK else "It does not fit at any context size")
+        raise InsufficientMemory(
+            f"Model {spec.name!r} needs about {gb(needs.at(n_ctx))} at n_ctx {n_ctx} (weights {gb(needs.weights)}, "
+            f"context {gb(n_ctx * (needs.cache_per_token + needs.work_per_token))}, runtime {gb(needs.fixed)}); "
+            f"{gb(available)} is available. {advice}; close other apps, or send \"force\": true to load it anyway.")
 
     def _download(self, spec: ModelSpec):
         """Download, holding a place among the server's slow work; kill or delete cancels it."""

@@ -28,6 +28,8 @@ class Settings:
     reserved_threads: int = 2  # workers never given to slow work (streams, link fetches, downloads)
     max_connections: int = 500  # open connections waitress keeps (slow clients wait in these, not in workers)
     max_body_bytes: int = 32 * 1024 * 1024  # largest request body accepted (413 above)
+    memory_check: bool = True  # refuse a launch whose estimate passes MemAvailable (507 insufficient_memory)
+    meminfo_path: str = "/proc/meminfo"  # where MemAvailable is read (tests point it at a file)
     keep_alive: float = 0  # seconds a model may sit idle before it is unloaded (0: never); per launch too
     disk_margin_bytes: int = 64 * 1024 * 1024  # free disk a download must leave (507 insufficient_storage)
     default_n_ctx: int = 8192  # n_ctx used by /model/launch when the body omits it

@@ -16,7 +16,7 @@ def launch():
     name = model_name(body)
     n_ctx = field(body, "n_ctx", int, None, maximum=MAX_TOKENS)
     keep_alive = field(body, "keep_alive", (int, float), None, minimum=0, maximum=10 * 365 * 86400)
-    edge().manager.launch(name, n_ctx, keep_alive)
+    edge().manager.launch(name, n_ctx, keep_alive, force=field(body, "force", bool, False))
     return jsonify(None)
 
 
@@ -38,7 +38,7 @@ def delete():
 @bp.get("/list")
 def list_models():
     app = edge()
-    return jsonify({"models": app.manager.listing(), "free_memory_bytes": available_memory(),
+    return jsonify({"models": app.manager.listing(), "free_memory_bytes": available_memory(app.settings.meminfo_path),
                     "free_disk_bytes": free_disk(app.settings.data_dir)})
 
 

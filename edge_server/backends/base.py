@@ -52,3 +52,6 @@ class Backend(Protocol):
 
     def trained_context(self, model_path: Path) -> int | None:
         """Return the context length the model was trained with, if the file says."""
+
+    def memory_needs(self, model_path: Path, mmproj_path: Path | None = None):
+        """A MemoryNeeds estimate (gguf_header.py) for the memory check before a load, or None."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -55,3 +56,58 @@ def context_length(path: Path) -> int | None:
             if arch and f"{arch}.context_length" in lengths:
                 return int(lengths[f"{arch}.context_length"])
     return None
+
+
+def _metadata(path: Path, wanted) -> dict:
+    """The header values whose keys `wanted(key)` accepts (arrays of numbers are read too)."""
+    found = {}
+    with open(path, "rb") as f:
+        reader = _Reader(f)
+        if f.read(4) != b"GGUF" or reader.unpack("I") < 2:
+            raise ValueError(f"{path} is not a GGUF v2+ file")
+        reader.unpack("Q")
+        for _ in range(reader.unpack("Q")):
+            key, kind = reader.string(), reader.unpack("I")
+            if kind == _ARRAY and wanted(key):
+                item, count = reader.unpack("I"), reader.unpack("Q")
+                found[key] = [reader.value(item) for _ in range(count)]
+            else:
+                value = reader.value(kind)
+                if wanted(key):
+                    found[key] = value
+    return found
+
+
+@dataclass(frozen=True)
+class MemoryNeeds:
+    """What a llama.cpp model takes in memory, in bytes, at a context size."""
+    weights: int  # the model file (and projector), mapped and read in full while it runs
+    cache_per_token: int  # the KV cache, for every layer, per token of context
+    work_per_token: int  # llama.cpp's compute buffers grow with the context too (attention scores)
+    fixed: int = 96 << 20  # the context, the graph, the allocator's slack, not counted above
+
+    def at(self, n_ctx: int) -> int:
+        return self.weights + self.fixed + n_ctx * (self.cache_per_token + self.work_per_token)
+
+    def largest_context(self, available: int, step: int = 256) -> int:
+        """The largest multiple of `step` whose needs fit in `available` (0 if none)."""
+        room = available - self.weights - self.fixed
+        return max(0, room // (self.cache_per_token + self.work_per_token) // step * step)
+
+
+def memory_needs(path: Path, extra_files: int = 0, batch: int = 512) -> MemoryNeeds:
+    """Estimate from the header: layers, KV heads and their sizes (an f16 cache, as llama-cpp-python uses)."""
+    meta = _metadata(path, lambda key: key == "general.architecture" or ".attention." in key
+                     or key.endswith((".block_count", ".embedding_length")))
+    arch = meta.get("general.architecture", "")
+    layers = int(meta.get(f"{arch}.block_count") or 0)
+    embedding = int(meta.get(f"{arch}.embedding_length") or 0)
+    heads = meta.get(f"{arch}.attention.head_count") or 1
+    heads_kv = meta.get(f"{arch}.attention.head_count_kv") or heads
+    per_layer = heads_kv if isinstance(heads_kv, list) else [heads_kv] * layers
+    heads_max = max(heads) if isinstance(heads, list) else heads
+    key = int(meta.get(f"{arch}.attention.key_length") or embedding // max(1, heads_max))
+    value = int(meta.get(f"{arch}.attention.value_length") or key)
+    cache = sum(int(n) for n in per_layer) * (key + value) * 2
+    work = batch * heads_max * 4  # one batch of attention scores (f32) against every cached token
+    return MemoryNeeds(path.stat().st_size + extra_files, cache, work)

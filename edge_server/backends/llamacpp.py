@@ -10,7 +10,7 @@ from typing import Iterator
 
 from ..prompts import PLAIN_STOP, plain_prompt
 from .base import TEXT, VISION, GenerationOptions, Prepared
-from .gguf_header import context_length
+from .gguf_header import context_length, memory_needs
 
 log = logging.getLogger("edge_server.llamacpp")
 
@@ -27,6 +27,9 @@ class LlamaCppBackend:
 
     def trained_context(self, model_path: Path) -> int | None:
         return context_length(model_path)
+
+    def memory_needs(self, model_path: Path, mmproj_path: Path | None = None):
+        return memory_needs(model_path, mmproj_path.stat().st_size if mmproj_path else 0)
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
              chat_handler: str | None = None, n_threads: int | None = None) -> "LlamaCppModel":
