@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .errors import CatalogError, EdgeError
@@ -33,13 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--cors-origins", help="browser origins allowed to call the API, comma-separated; '*' for any "
                                                "(EDGE_CORS_ORIGINS, default none)")
     common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    common.add_argument("--log-file", help="also log to this file, rotated at 5 MB, 3 old files kept (EDGE_LOG_FILE)")
     parser = argparse.ArgumentParser(prog="edge-server", parents=[common],
                                      description="Run GGUF language models on a phone or a Pi, over HTTP.")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", parents=[common], help="serve the HTTP API (the default)")
     pull = sub.add_parser("pull", parents=[common], help="download a model into the store")
     pull.add_argument("model_name")
-    sub.add_parser("list", parents=[common], help="list the catalog: installed, size, running")
+    listing = sub.add_parser("list", parents=[common], help="list the catalog: installed, size, running")
+    listing.add_argument("--url", help="the server to ask what runs (default: the one serving this data dir)")
     key = sub.add_parser("key", parents=[common], help="print the API key kept in the data dir (made if missing)")
     key.add_argument("--rotate", action="store_true", help="replace it with a new random key (restart the server)")
     service = sub.add_parser("service", parents=[common], help="start at boot: a systemd unit, or in Termux a "
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(a in COMMANDS for a in argv[:1]) and not any(a in ("-h", "--help") for a in argv):
         argv = ["serve", *argv]
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(args.log_level, args.log_file or os.environ.get("EDGE_LOG_FILE"))
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
                  "n_threads": args.n_threads, "keep_alive": args.keep_alive, "memory_check": args.memory_check,
                  "full": args.full, "api_key": args.api_key, "no_auth": args.no_auth,
@@ -141,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         print(files.model)
         return 0
     try:
-        _print_catalog(edge)
+        _print_catalog(edge, args.url)
     except BrokenPipeError:  # `edge-server list | head`
         sys.stderr.close()
     return 0
 
 
-def _print_catalog(edge) -> None:
-    running = _running_models(edge.settings, edge.api_key)
+def _print_catalog(edge, url: str | None) -> None:
+    running = _running_models(url or _serving_url(edge.settings), edge.api_key)
     print(f"{'NAME':<18} {'KIND':<9} {'INSTALLED':<9} {'RUNNING':<7} {'SIZE':>8}  {'MODE':<5}  DESCRIPTION")
     for spec in edge.catalog:
         installed = "yes" if edge.store.files(spec) else "no"
@@ -157,13 +160,36 @@ def _print_catalog(edge) -> None:
               f"{'heavy' if spec.heavy else 'lite':<5}  {spec.description}")
 
 
-def _running_models(settings, api_key: str | None) -> set[str]:
-    """Ask a server on the configured address which models it runs; none if no server answers."""
+def _serving_url(settings) -> str:
+    """Where the server using this data dir listens (it writes server.json), else the configured address."""
+    import json
+
+    from .server import SERVING_FILE, local_url
+
+    try:
+        return json.loads((settings.data_dir / SERVING_FILE).read_text())["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return local_url(settings.host, settings.port)
+
+
+def _running_models(url: str, api_key: str | None) -> set[str]:
+    """Ask the server at `url` which models it runs; none if no server answers."""
     import requests
 
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        return set(requests.get(f"http://{host}:{settings.port}/model/getactive", headers=headers, timeout=1).json())
+        return set(requests.get(f"{url.rstrip('/')}/model/getactive", headers=headers, timeout=1).json())
     except (requests.RequestException, ValueError, TypeError):
         return set()
+
+
+def _setup_logging(level: str, log_file: str | None) -> None:
+    """One line per event on stderr and, with a log file, there too (for devices without a journal)."""
+    from logging.handlers import RotatingFileHandler
+
+    handlers = [logging.StreamHandler()]
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(RotatingFileHandler(log_file, maxBytes=5_000_000, backupCount=3, encoding="utf-8"))
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers)

@@ -1,10 +1,13 @@
 """Serve an app with waitress, sized so that streams never starve the cheap endpoints."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 
 log = logging.getLogger("edge_server")
+SERVING_FILE = "server.json"  # in the data dir while serving: where (`edge-server list` reads it)
 
 
 def make_server(app, settings, **overrides):
@@ -25,6 +28,12 @@ def make_server(app, settings, **overrides):
         ident="edge-server",
     )
     return create_server(app, **{**options, **overrides})
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL a program on this machine reaches a server bound to `host` with."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def serve(app, settings) -> None:
@@ -48,8 +57,12 @@ def serve(app, settings) -> None:
         log.warning("--no-auth: anyone on your network can use this server, download models and read chats")
     if not is_loopback(settings.host):
         announce(settings.host, server.effective_port, edge.api_key)
+    serving = settings.data_dir / SERVING_FILE
+    serving.parent.mkdir(parents=True, exist_ok=True)
+    serving.write_text(json.dumps({"url": local_url(settings.host, server.effective_port), "pid": os.getpid()}))
     try:
         server.run()
     finally:
+        serving.unlink(missing_ok=True)
         manager.shutdown()
         log.info("stopped")

@@ -30,6 +30,14 @@ class DownloadCancelled(EdgeError):
     status, code = 409, "download_cancelled"
 
 
+def hub_logs_once() -> None:
+    """huggingface_hub prints its warnings with a handler of its own and passes them on to ours too: every
+    retry line showed twice. Drop its handler; ours (stderr, the log file) write each line once."""
+    hub = logging.getLogger("huggingface_hub")
+    for handler in list(hub.handlers):
+        hub.removeHandler(handler)
+
+
 def _auth_headers(token: str | None) -> dict:
     from huggingface_hub.utils import build_hf_headers
 
@@ -170,6 +178,9 @@ class ModelStore:
         wanted = [f for f in [spec.filename] + ([spec.mmproj] if spec.mmproj else []) if not (folder / f).is_file()]
         if self.settings.hf_offline:
             raise hub_error(None, spec, offline=True)
+        import huggingface_hub  # noqa: F401  (it sets its handler up on import)
+
+        hub_logs_once()
         try:
             metas = [(name, self._metadata(spec, name)) for name in wanted]
         except Exception as exc:  # huggingface_hub raises many kinds; all become a HubError
