@@ -47,10 +47,9 @@ class ModelManager:
         self.engine = Engine()  # the one thread that computes; see engine.py
         self.slow_work = SlowWork(settings.max_streams)  # streams, link fetches and downloads share it
         if settings.n_threads:
-            self.n_threads, why = settings.n_threads, "set by --n-threads or EDGE_N_THREADS"
+            self.n_threads, self.threads_why = settings.n_threads, "set by --n-threads or EDGE_N_THREADS"
         else:
-            self.n_threads, why = default_threads()
-        log.info("models compute with %d threads (%s)", self.n_threads, why)
+            self.n_threads, self.threads_why = default_threads()
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:

@@ -53,6 +53,7 @@ def serve(app, settings) -> None:
     server = make_server(app, settings)
     log.info("edge-server on http://%s:%s (data: %s, threads: %d, full mode: %s)", settings.host,
              server.effective_port, settings.data_dir, settings.threads, settings.full)
+    log.info("models compute with %d threads (%s)", manager.n_threads, manager.threads_why)
     if edge.api_key is None and not is_loopback(settings.host):
         log.warning("--no-auth: anyone on your network can use this server, download models and read chats")
     if not is_loopback(settings.host):
