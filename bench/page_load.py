@@ -13,35 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
+from _common import start_server
 
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 3}
 
 
-def start_server(gguf: str | None):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def start(gguf: str | None):
     data = Path(tempfile.mkdtemp(prefix="edge-page-"))
     if gguf:
         (data / "models.json").write_text(json.dumps({"local": {"path": str(Path(gguf).resolve()), "n_ctx": 2048}}))
-    proc = subprocess.Popen([sys.executable, "-m", "edge_server", "--port", str(port), "--data-dir", str(data),
-                             "--log-level", "WARNING"])
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            requests.get(f"{url}/health", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.05)
+    proc, url = start_server(data)
     if gguf:
         requests.post(f"{url}/model/launch", json={"model_name": "local"}, timeout=300).raise_for_status()
         requests.post(f"{url}/generate/fromtext", json={"model_name": "local", "prompt": "Hello", "max_new_tokens": 32},
@@ -77,7 +63,7 @@ def main() -> None:
 
     files = sorted((Path(__file__).resolve().parent.parent / "edge_server" / "web").rglob("*"))
     on_disk = {p.name: p.stat().st_size for p in files if p.is_file() and not p.name.endswith(".txt")}
-    proc, url = start_server(args.gguf)
+    proc, url = start(args.gguf)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])

