@@ -12,12 +12,17 @@ from edge_server.cpu import default_threads
 
 
 def sysfs(root: Path, cpus: list[tuple[int, int | None]], offline=()) -> Path:
-    """cpus: (core_id, max kHz or None) for cpu0, cpu1, ..."""
+    """cpus: (core_id, max kHz or None) for cpu0, cpu1, ...; CPUs with the same core_id and frequency are
+    hyper-thread siblings. core_id may repeat across clusters (arm64 kernels since 6.0 number each from 0)."""
+    siblings = {}
+    for n, key in enumerate(cpus):
+        siblings.setdefault(key, []).append(str(n))
     for n, (core, freq) in enumerate(cpus):
         cpu = root / f"cpu{n}"
         (cpu / "topology").mkdir(parents=True)
         (cpu / "topology" / "core_id").write_text(f"{core}\n")
         (cpu / "topology" / "physical_package_id").write_text("0\n")
+        (cpu / "topology" / "thread_siblings_list").write_text(",".join(siblings[(core, freq)]) + "\n")
         if freq:
             (cpu / "cpufreq").mkdir()
             (cpu / "cpufreq" / "cpuinfo_max_freq").write_text(f"{freq}\n")
@@ -29,7 +34,11 @@ def sysfs(root: Path, cpus: list[tuple[int, int | None]], offline=()) -> Path:
 @pytest.mark.parametrize("name, cpus, expected", [
     ("phone 2+6", [(n, 1_800_000) for n in range(6)] + [(6, 2_400_000), (7, 2_400_000)], 2),
     ("phone 1+3+4", [(n, 1_800_000) for n in range(4)] + [(n, 2_400_000) for n in range(4, 7)] + [(7, 3_000_000)], 4),
+    ("Snapdragon 8 Gen 2, kernel 6.1: 3 little, 4 mid, 1 prime, core ids from 0 per cluster",
+     [(n, 2_016_000) for n in range(3)] + [(n, 2_803_000) for n in range(4)] + [(0, 3_187_000)], 5),
     ("Raspberry Pi 5", [(n, 2_400_000) for n in range(4)], 4),
+    ("desktop with two favoured cores 200 MHz faster", [(n, 4_600_000) for n in range(6)] + [(6, 4_800_000),
+                                                                                          (7, 4_800_000)], 8),
     ("desktop 4 cores, 8 threads", [(n % 4, None) for n in range(8)], 4),
     ("VM, 2 cores", [(0, None), (1, None)], 2),
 ])
