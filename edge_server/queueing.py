@@ -64,6 +64,12 @@ class ModelSlot:
             self._idle_since = time.monotonic()
             self._cond.notify_all()
 
+    def touch(self) -> bool:
+        """A request is on its way to the model: its idle time starts again. False if it is closed."""
+        with self._cond:
+            self._idle_since = time.monotonic()
+            return not self.closed
+
     def close_if_idle(self, seconds: float) -> bool:
         """Close the slot if nobody has used or asked for the model for `seconds`; a request arriving
         at the same moment either gets in first (and the model stays) or finds it closed."""

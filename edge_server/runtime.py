@@ -29,7 +29,17 @@ class RunningModel:
     slot: ModelSlot
     requested: int  # the n_ctx asked for, before capping to the trained context
     keep_alive: float = 0  # seconds idle before it is unloaded (0: never)
+    force: bool = False  # launched past the memory check (a reload after an idle unload is too)
     stopping: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Unloaded:
+    """A model unloaded for being idle: how to load it again, and when it went."""
+    n_ctx: int
+    keep_alive: float
+    force: bool
+    at: float
 
 
 class ModelManager:
@@ -40,7 +50,7 @@ class ModelManager:
         self._busy: dict[str, dict] = {}  # name -> {"state": downloading|loading, bytes...}
         self._locks: dict[str, threading.Lock] = {}
         self._cancels: dict[str, threading.Event] = {}  # name -> set to cancel its download
-        self._unloaded: dict[str, tuple[int, float, float]] = {}  # idle-unloaded: name -> (n_ctx, keep_alive, when)
+        self._unloaded: dict[str, Unloaded] = {}  # unloaded for being idle; the next request loads them again
         self._reaper: threading.Thread | None = None
         self._closing = threading.Event()
         self._guard = threading.Lock()
@@ -85,42 +95,66 @@ class ModelManager:
         keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
         self._refuse_while_downloading(spec.name)
         with self._lock(spec.name):
-            backend = self.registry.get(spec.backend)
             try:
                 files = self.store.files(spec) or self._download(spec)
-                self._unloaded.pop(spec.name, None)
                 current = self._running.get(spec.name)
                 if current is not None and current.requested == wanted:
                     current.keep_alive = keep_alive
                     self._watch_idle()
-                    return current
-                try:
-                    trained = backend.trained_context(files.model)
-                except (ValueError, OSError) as exc:
-                    raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
-                n = min(wanted, trained) if trained else wanted
-                if self.settings.memory_check and not force:
-                    self._check_memory(spec, backend, files, n, current)
-                self._busy[spec.name] = {"state": "loading"}
-                if current is not None:
-                    self._stop(current)
-                try:
-                    log.info("loading %s (n_ctx=%d)", spec.name, n)
-                    started = time.perf_counter()
-                    model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
-                                         chat_handler=spec.chat_handler, n_threads=self.n_threads)
-                    self.metrics.loads.labels(spec.name).observe(time.perf_counter() - started)
-                except (ValueError, RuntimeError, OSError) as exc:
-                    log.warning("loading %s failed: %s", spec.name, exc)
-                    raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
-                running = RunningModel(spec, model, ModelSlot(spec.name, self.settings.queue_size), wanted,
-                                       keep_alive)
-                self._running[spec.name] = running
-                log.info("running %s", spec.name)
-                self._watch_idle()
-                return running
+                else:
+                    current = self._load(spec, files, wanted, keep_alive, force, current)
+                self._unloaded.pop(spec.name, None)
+                return current
             finally:
                 self._busy.pop(spec.name, None)
+
+    def _load(self, spec: ModelSpec, files, wanted: int, keep_alive: float, force: bool,
+              current: RunningModel | None) -> RunningModel:
+        """Load the model (in place of `current`, if running with another context); the caller holds its lock."""
+        backend = self.registry.get(spec.backend)
+        try:
+            trained = backend.trained_context(files.model)
+        except (ValueError, OSError) as exc:
+            raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
+        n = min(wanted, trained) if trained else wanted
+        if self.settings.memory_check and not force:
+            self._check_memory(spec, backend, files, n, current)
+        self._busy[spec.name] = {"state": "loading"}
+        if current is not None:
+            self._stop(current)
+        try:
+            log.info("loading %s (n_ctx=%d)", spec.name, n)
+            started = time.perf_counter()
+            model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
+                                 chat_handler=spec.chat_handler, n_threads=self.n_threads)
+            self.metrics.loads.labels(spec.name).observe(time.perf_counter() - started)
+        except (ValueError, RuntimeError, OSError) as exc:
+            log.warning("loading %s failed: %s", spec.name, exc)
+            raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
+        running = RunningModel(spec, model, ModelSlot(spec.name, self.settings.queue_size), wanted, keep_alive,
+                               force)
+        self._running[spec.name] = running
+        log.info("running %s", spec.name)
+        self._watch_idle()
+        return running
+
+    def _reload(self, name: str) -> RunningModel:
+        """Load again a model unloaded for being idle, as it was launched; never downloads."""
+        spec = self.spec(name)
+        with self._lock(spec.name):  # waits for an unload or a reload in progress
+            running = self._running.get(spec.name)
+            if running is not None:
+                return running
+            unloaded, files = self._unloaded.get(spec.name), self.store.files(spec)
+            if unloaded is None or files is None:  # killed or deleted meanwhile
+                raise ModelNotRunning(f"Model {name!r} is not running; POST /model/launch first.")
+            log.info("loading %s again: a request needs it", spec.name)
+            try:
+                running = self._load(spec, files, unloaded.n_ctx, unloaded.keep_alive, unloaded.force, None)
+            finally:
+                self._busy.pop(spec.name, None)
+            self._unloaded.pop(spec.name, None)
+            return running
 
     def _check_memory(self, spec: ModelSpec, backend, files, n_ctx: int, current: RunningModel | None) -> None:
         """Refuse a load that the system's available memory cannot hold (the estimate errs high)."""
@@ -173,22 +207,21 @@ class ModelManager:
                             status=202, code="downloading")
 
     def get(self, name) -> RunningModel:
-        """The running model; one unloaded for being idle is loaded again first."""
+        """The running model (its idle time starts again); one unloaded for being idle is loaded again."""
         running = self._running.get(name) if isinstance(name, str) else None
-        if running is None:
-            self.catalog.get(name)  # unknown names answer model_not_found
-            unloaded = self._unloaded.get(name)
-            if unloaded is None:
-                raise ModelNotRunning(f"Model {name!r} is not running; POST /model/launch first.")
-            log.info("loading %s again: a request needs it", name)
-            return self.launch(name, unloaded[0], unloaded[1])
-        return running
+        if running is not None and running.slot.touch():
+            return running
+        self.catalog.get(name)  # unknown names answer model_not_found
+        if running is None and name not in self._unloaded:
+            raise ModelNotRunning(f"Model {name!r} is not running; POST /model/launch first.")
+        return self._reload(name)  # being unloaded, or unloaded: wait for its lock, then load
 
     def _watch_idle(self) -> None:
         """Start the thread that unloads idle models, once one has a keep-alive."""
-        if self._reaper is None and any(r.keep_alive for r in list(self._running.values())):
-            self._reaper = threading.Thread(target=self._unload_idle, name="idle-unload", daemon=True)
-            self._reaper.start()
+        with self._guard:
+            if self._reaper is None and any(r.keep_alive for r in list(self._running.values())):
+                self._reaper = threading.Thread(target=self._unload_idle, name="idle-unload", daemon=True)
+                self._reaper.start()
 
     def _unload_idle(self) -> None:
         while not self._closing.wait(0.5):
@@ -199,9 +232,13 @@ class ModelManager:
                 try:
                     if self._running.get(running.spec.name) is running and running.slot.close_if_idle(
                             running.keep_alive):
+                        # Noted first: a request arriving meanwhile waits for the lock, then loads it again.
+                        self._unloaded[running.spec.name] = Unloaded(running.requested, running.keep_alive,
+                                                                     running.force, time.time())
                         self._stop(running)
-                        self._unloaded[running.spec.name] = (running.requested, running.keep_alive, time.time())
                         log.info("unloaded %s after %g s idle", running.spec.name, running.keep_alive)
+                except Exception:  # keep watching the other models
+                    log.exception("unloading %s failed", running.spec.name)
                 finally:
                     lock.release()
 
@@ -258,7 +295,7 @@ class ModelManager:
         elif self.store.files(spec) is not None:
             body["state"] = "installed"
             if spec.name in self._unloaded:
-                body["idle_unloaded_at"] = int(self._unloaded[spec.name][2])
+                body["idle_unloaded_at"] = int(self._unloaded[spec.name].at)
         if body["state"] in ("installed", "running"):
             body["bytes_done"] = body["bytes_total"] = self.store.installed_bytes(spec)
         return body
@@ -280,7 +317,12 @@ class ModelManager:
 
     def shutdown(self) -> None:
         self._closing.set()
+        if self._reaper is not None:
+            self._reaper.join(timeout=30)
         self.stop_streams()
         for name in list(self._running):
-            self._stop(self._running[name])
+            with self._lock(name):
+                running = self._running.get(name)
+                if running is not None:
+                    self._stop(running)
         self.engine.stop()

@@ -73,3 +73,37 @@ def test_a_server_gives_the_memory_back_after_keep_alive(tmp_path, gemma_gguf):
         assert "Paris" in requests.post(f"{server.url}/generate/fromtext", json=ask, timeout=120).text
     finally:
         server.close()
+
+
+def test_requests_around_an_unload_are_served_not_refused(make_app, tiny_gguf):
+    """Requests arriving while the model is being unloaded, or loaded again, wait for it: none gets a 404."""
+    import random
+    import threading
+
+    app = make_app({"tiny": {"path": str(tiny_gguf), "n_ctx": 256}})
+    client = app.test_client()
+    assert client.post("/model/launch", json={"model_name": "tiny", "keep_alive": 0.5}).status_code == 200
+    codes, deadline = [], time.time() + 8
+
+    def ask(seed):
+        pauses = random.Random(seed)
+        while time.time() < deadline:
+            r = app.test_client().post("/generate/fromtext", json={"model_name": "tiny", "prompt": "Hi",
+                                                                   "max_new_tokens": 2})
+            r.get_data()
+            codes.append(r.status_code)
+            time.sleep(pauses.uniform(0.2, 1.6))  # often longer than the keep-alive: the model comes and goes
+
+    threads = [threading.Thread(target=ask, args=(seed,)) for seed in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    loads = app.extensions["edge_server"].metrics.registry.get_sample_value("edge_model_load_seconds_count",
+                                                                            {"model": "tiny"})
+    assert codes and set(codes) <= {200, 503}, sorted(set(codes))
+    assert loads >= 3  # unloaded and loaded again more than once while requests kept coming
+    # Killed now: it stays killed, even for a request that was waiting.
+    wait_for(lambda: "idle_unloaded_at" in status(client, "tiny"))
+    assert client.delete("/model/kill", json={"model_name": "tiny"}).status_code == 200
+    assert client.post("/generate/fromtext", json={"model_name": "tiny", "prompt": "Hi"}).status_code == 404
