@@ -20,16 +20,19 @@ echo "== Python packages (llama-cpp-python compiles here: 10 to 30 minutes on a 
 # own threads are used instead. GGML_NATIVE (the default on the device) builds for this phone's CPU.
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_OPENMP=OFF}"
 LDFLAGS="${LDFLAGS:-} -landroid-spawn"
-CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+# At most 4 compilers at once: 8 on a phone with 6 GB can wake Android's low-memory killer mid-build.
+jobs=$(nproc)
+[ "$jobs" -gt 4 ] && jobs=4
+CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$jobs}"
 export CMAKE_ARGS LDFLAGS CMAKE_BUILD_PARALLEL_LEVEL
 echo "building for $(uname -m) with CMAKE_ARGS=$CMAKE_ARGS"
 
 # huggingface_hub without hf-xet (no Android wheel; it needs Rust to build): downloads use plain HTTP.
 pip install --no-deps "$(python android/requirements.py --hub)"
-requirements="${TMPDIR:-$PREFIX/tmp}/edge-server-requirements.txt"
+requirements="${TMPDIR:-${PREFIX:-/data/data/com.termux/files/usr}/tmp}/edge-server-requirements.txt"
+trap 'rm -f "$requirements"' EXIT
 python android/requirements.py > "$requirements"
 pip install -r "$requirements"
-rm -f "$requirements"
 pip install --no-deps -e .
 
 echo "== Start at boot"

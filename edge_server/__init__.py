@@ -25,6 +25,7 @@ from .store import ModelStore
 __version__ = "0.1.0"
 log = logging.getLogger("edge_server.http")
 TRIM_AFTER_BODY_BYTES = 1 << 20
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -77,7 +78,8 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
         took = time.perf_counter() - g.get("started", time.perf_counter())
         log.info("%s %s %s %.1fms", request.method, printable(request.path), response.status_code, took * 1000)
         route = request.url_rule.rule if request.url_rule else "unmatched"  # never the raw path: unbounded labels
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        method = request.method if request.method in METHODS else "OTHER"  # any token is a method to waitress
+        metrics.requests.labels(route, method, str(response.status_code)).inc()
         metrics.duration.labels(route).observe(took)
         return response
 

@@ -7,6 +7,7 @@ import os
 import sys
 
 from .errors import CatalogError, EdgeError
+from .server import SERVING_FILE, local_url
 
 COMMANDS = ("serve", "pull", "list", "key", "service")
 
@@ -151,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_catalog(edge, url: str | None) -> None:
-    running = _running_models(url or _serving_url(edge.settings), edge.api_key)
+    settings = edge.settings
+    # The key of this data dir: a server serving the LAN asks for it even from loopback.
+    key = edge.api_key or (settings.key_file.read_text().strip() if settings.key_file.exists() else None)
+    if url:
+        running = _running_models(url, key)
+    else:
+        running = (_running_models(_serving_url(settings), key)
+                   or _running_models(local_url(settings.host, settings.port), key))
     print(f"{'NAME':<18} {'KIND':<9} {'INSTALLED':<9} {'RUNNING':<7} {'SIZE':>8}  {'MODE':<5}  DESCRIPTION")
     for spec in edge.catalog:
         installed = "yes" if edge.store.files(spec) else "no"
@@ -160,27 +168,29 @@ def _print_catalog(edge, url: str | None) -> None:
               f"{'heavy' if spec.heavy else 'lite':<5}  {spec.description}")
 
 
-def _serving_url(settings) -> str:
-    """Where the server using this data dir listens (it writes server.json), else the configured address."""
+def _serving_url(settings) -> str | None:
+    """Where the server using this data dir listens: it notes that in server.json while it serves."""
     import json
-
-    from .server import SERVING_FILE, local_url
 
     try:
         return json.loads((settings.data_dir / SERVING_FILE).read_text())["url"]
     except (OSError, ValueError, KeyError, TypeError):
-        return local_url(settings.host, settings.port)
+        return None
 
 
-def _running_models(url: str, api_key: str | None) -> set[str]:
-    """Ask the server at `url` which models it runs; none if no server answers."""
+def _running_models(url: str | None, api_key: str | None) -> set[str]:
+    """Ask the server at `url` which models it runs; none if no server answers (or refuses)."""
     import requests
 
+    if not url:
+        return set()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        return set(requests.get(f"{url.rstrip('/')}/model/getactive", headers=headers, timeout=1).json())
-    except (requests.RequestException, ValueError, TypeError):
+        r = requests.get(f"{url.rstrip('/')}/model/getactive", headers=headers, timeout=1)
+        names = r.json() if r.ok else []
+    except (requests.RequestException, ValueError):
         return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
 
 
 def _setup_logging(level: str, log_file: str | None) -> None:
@@ -189,7 +199,11 @@ def _setup_logging(level: str, log_file: str | None) -> None:
 
     handlers = [logging.StreamHandler()]
     if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handlers.append(RotatingFileHandler(log_file, maxBytes=5_000_000, backupCount=3, encoding="utf-8"))
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+            handlers.append(RotatingFileHandler(log_file, maxBytes=5_000_000, backupCount=3, encoding="utf-8"))
+        except OSError as exc:  # a read-only place (a hardened service writes only its data dir): say so, go on
+            print(f"edge-server: cannot write the log file {log_file}: {exc}; logging to stderr only",
+                  file=sys.stderr)
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers)

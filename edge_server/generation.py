@@ -115,9 +115,10 @@ class Answer:
         pieces = self._gen.manager.engine.submit(lambda: model.stream(prepared, options))
         try:
             for piece in pieces:
-                self._last_at = time.perf_counter()
-                self._first_at = self._first_at or self._last_at
-                self._tokens += 1  # the backend streams one piece per token
+                if piece:  # one piece per token; empty ones mark a stretch of prompt read
+                    self._last_at = time.perf_counter()
+                    self._first_at = self._first_at or self._last_at
+                    self._tokens += 1
                 text, stopped = scanner.feed(piece)
                 if text:
                     self._parts.append(text)

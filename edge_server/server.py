@@ -64,6 +64,10 @@ def serve(app, settings) -> None:
     try:
         server.run()
     finally:
-        serving.unlink(missing_ok=True)
+        try:  # only our own note: another server may have taken the data dir since
+            if json.loads(serving.read_text()).get("pid") == os.getpid():
+                serving.unlink()
+        except (OSError, ValueError):
+            pass
         manager.shutdown()
         log.info("stopped")

@@ -87,7 +87,7 @@ def unit(service: Service, user_unit: bool) -> str:
         lines += [
             "ProtectSystem=strict",
             "ProtectHome=read-only",  # the virtual environment is usually under /home
-            f"ReadWritePaths={data}",
+            f"ReadWritePaths=-{data}",  # "-": a data dir on a drive not yet mounted does not stop the boot
             "PrivateTmp=yes",
             "ProtectKernelTunables=yes",
             "ProtectKernelModules=yes",
@@ -131,16 +131,29 @@ def install_systemd(service: Service, user_unit: bool, home: Path, run=subproces
     text = unit(service, user_unit)
     path = unit_path(user_unit, home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    service.data_dir.mkdir(parents=True, exist_ok=True)
-    if not user_unit:
-        entry = pwd.getpwnam(service.user)
-        os.chown(service.data_dir, entry.pw_uid, entry.pw_gid)
+    if user_unit:
+        service.data_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        _make_dirs_for(service.data_dir, pwd.getpwnam(service.user))
     path.write_text(text)
     run(_systemctl(user_unit, "daemon-reload"), check=True)
     run(_systemctl(user_unit, "enable", "--now", f"{NAME}.service"), check=True)
     if user_unit:  # without lingering a user manager (and the server) starts only when the user logs in
         run(["loginctl", "enable-linger", pwd.getpwuid(os.getuid()).pw_name], check=False)
     return path
+
+
+def _make_dirs_for(folder: Path, owner: pwd.struct_passwd) -> None:
+    """Create `folder` and any missing parents owned by `owner` (as root, mkdir would leave ~/.local root's)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    if not missing:
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
 
 
 def uninstall_systemd(user_unit: bool, home: Path, run=subprocess.run) -> Path | None:

@@ -55,3 +55,17 @@ def test_hub_warnings_are_logged_once(tmp_path):
     unfixed = code.replace("hub_logs_once()\n", "")
     out = subprocess.run([sys.executable, "-c", unfixed, str(log_file)], capture_output=True, text=True, check=True)
     assert out.stderr.count("Retrying in 1s") == 2  # what it was: the check can fail
+
+
+def test_list_finds_a_lan_server_behind_its_key(tmp_path, tiny_gguf):
+    data = tmp_path / "data"
+    server = ServerProcess(data, {"tiny": {"path": str(tiny_gguf), "n_ctx": 256}}, "--host", "0.0.0.0")
+    try:
+        key = (data / "api_key").read_text().strip()
+        requests.post(f"{server.url}/model/launch", json={"model_name": "tiny"}, timeout=60,
+                      headers={"Authorization": f"Bearer {key}"}).raise_for_status()
+        out = subprocess.run([sys.executable, "-m", "edge_server", "list", "--data-dir", str(data)],
+                             capture_output=True, text=True, timeout=60).stdout
+        assert next(line for line in out.splitlines() if line.startswith("tiny ")).split()[3] == "yes"
+    finally:
+        server.close()

@@ -33,7 +33,7 @@ def test_system_unit_runs_hardened_as_a_user_and_writes_only_its_data_dir(tmp_pa
     assert run["ExecStart"] == f"{sys.executable} -m edge_server serve --host 0.0.0.0 --port 8123 --data-dir {data}"
     assert run["Restart"] == "on-failure" and run["NoNewPrivileges"] == "yes"
     assert run["ProtectSystem"] == "strict" and run["ProtectHome"] == "read-only" and run["PrivateTmp"] == "yes"
-    assert run["ReadWritePaths"] == str(data) and run["MemoryAccounting"] == "yes"
+    assert run["ReadWritePaths"] == f"-{data}" and run["MemoryAccounting"] == "yes"
     assert run["EnvironmentFile"] == f"-{data}/edge-server.env"
     assert fields["Install"]["WantedBy"] == "multi-user.target"
     assert fields["Unit"]["After"] == "network-online.target"
@@ -82,11 +82,12 @@ def test_install_writes_enables_and_uninstall_undoes(tmp_path, monkeypatch):
     home = tmp_path / "home"
     etc = tmp_path / "etc"
     monkeypatch.setattr(service, "SYSTEM_UNITS", etc)
-    svc = system_service(tmp_path / "data")
+    svc = system_service(tmp_path / "home" / ".local" / "share" / "edge-server")
     path = service.install_systemd(svc, False, home, run=lambda cmd, **kw: calls.append(cmd))
     assert path == etc / "edge-server.service" and path.read_text() == service.unit(svc, False)
     assert calls == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "edge-server.service"]]
-    assert (tmp_path / "data").stat().st_uid == 65534  # the data dir belongs to the account that runs it
+    for made in (home, home / ".local", home / ".local" / "share", svc.data_dir):  # all the account's, not root's
+        assert made.stat().st_uid == 65534, made
     calls.clear()
     assert service.install_systemd(svc, False, home, run=lambda cmd, **kw: calls.append(cmd)) == path  # again: same
     calls.clear()

@@ -32,6 +32,9 @@ class _Reader:
             item, count = self.unpack("I"), self.unpack("Q")
             if item in _SCALARS:  # skip without decoding
                 self.f.seek(struct.calcsize("<" + _SCALARS[item]) * count, 1)
+            elif item == _STRING:  # a tokenizer's vocabulary: 262,144 strings for Gemma 3
+                for _ in range(count):
+                    self.f.seek(self.unpack("Q"), 1)
             else:
                 for _ in range(count):
                     self.value(item)
