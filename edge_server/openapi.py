@@ -19,7 +19,7 @@ CODES = {
     "image_invalid": 422, "image_too_large": 413, "too_many_images": 413, "link_not_allowed": 400,
     "image_fetch_failed": 502, "image_fetch_timeout": 504, "prompt_too_large": 413, "chat_too_large": 413,
     "too_many_chats": 409, "system_prompt_too_large": 413, "downloading": 202, "download_cancelled": 409,
-    "insufficient_storage": 507, "insufficient_memory": 507,
+    "insufficient_storage": 507, "insufficient_memory": 507, "storage_error": 500,
 }
 _ALWAYS = ("host_not_allowed", "internal_error")
 _GUARDED = ("unauthorized",)  # operations that need the key
@@ -169,7 +169,7 @@ def _paths() -> dict:
             "models", "Download (if needed) and start a model", NULL,
             ("model_not_found", "model_not_installed", "full_mode_required", "backend_unavailable",
              "model_load_failed", "downloading", "download_cancelled", "busy", "insufficient_storage",
-             "insufficient_memory") + _HUB,
+             "insufficient_memory", "storage_error") + _HUB,
             body=_json(_object(["model_name"], model_name=MODEL_NAME, n_ctx={
                 "description": "Context size in tokens, rounded up to a multiple of 256; -1 or absent: the "
                                "model's default (capped at its trained context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16, "maximum": 1 << 20}]},

@@ -18,6 +18,7 @@ log = logging.getLogger("edge_server.store")
 Progress = Callable[[int, "int | None"], None]  # (bytes done, bytes total)
 PIECE = 256 << 10  # bytes read between cancellation checks and progress reports
 RETRIES = 3  # a cut transfer is resumed this many times before the launch fails
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}  # the data dir's fault, not the network's
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,10 @@ class ModelStore:
             log.warning("metadata of %s failed: %r", spec.name, exc)
             raise hub_error(exc, spec, offline=False) from exc
         total, done, headers = sum(meta.size or 0 for _, meta in metas), 0, _auth_headers(self.settings.hf_token)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._unwritable(folder, exc) from exc
         self._check_room(spec, folder, metas)
         for name, meta in metas:
             log.info("downloading %s: %s/%s (%s bytes)", spec.name, spec.repo_id, name, meta.size)
@@ -202,11 +206,18 @@ class ModelStore:
                     raise InsufficientStorage(
                         f"The disk under {self.root} filled up while downloading {spec.name!r}. The part "
                         f"downloaded is kept: free some space and launch again to resume.") from exc
+                local = next((c for c in _walk(exc) if isinstance(c, OSError) and c.errno in UNWRITABLE), None)
+                if local is not None:
+                    raise self._unwritable(folder, local) from exc
                 log.warning("download of %s failed: %r", spec.name, exc)
                 raise hub_error(exc, spec, offline=False) from exc
             done += meta.size or 0
         log.info("downloaded %s", spec.name)
         return self.files(spec)
+
+    def _unwritable(self, folder: Path, exc: OSError) -> EdgeError:
+        return EdgeError(f"Cannot write model files under {folder}: {exc.strerror or exc}. Check the data dir "
+                         "(its permissions, a read-only or failing disk).", status=500, code="storage_error")
 
     def _check_room(self, spec: ModelSpec, folder: Path, metas) -> None:
         """Refuse a download that cannot fit, before a byte is written (parts already there count as done)."""

@@ -85,3 +85,17 @@ def test_a_disk_that_fills_during_the_download_is_507_and_the_part_resumes(make_
     assert r.status_code == 200, r.json
     assert fake_hub.gets(FILE)[-1] == f"bytes={kept}-"
     assert (data / "models" / "big" / FILE).read_bytes() == big_model.read_bytes()
+
+
+def test_a_read_only_data_dir_is_a_storage_error_not_the_network(make_app, fake_hub, small_disk, big_model):
+    fake_hub.add(REPO, FILE, big_model.read_bytes())
+    data = catalog(small_disk, {"big": {"repo_id": REPO, "filename": FILE}})
+    (data / "models").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(data / "models")], check=True)
+    try:
+        app = make_app(None, data_dir=data, hf_endpoint=fake_hub.url)
+        r = app.test_client().post("/model/launch", json={"model_name": "big"})
+        assert r.status_code == 500 and r.json["code"] == "storage_error", r.json
+        assert "Read-only" in r.json["detail"] and "network" not in r.json["detail"].lower()
+    finally:
+        subprocess.run(["umount", str(data / "models")], check=False)
