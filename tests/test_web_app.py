@@ -59,10 +59,21 @@ class Phone:
         self.context.add_init_script(init)
         self.page = self.context.new_page()
         self.page.on("request", lambda r: self.hosts.add(urlsplit(r.url).netloc))
+        self.pending = 0  # requests in flight
+        self.page.on("request", lambda r: setattr(self, "pending", self.pending + 1))
+        for done in ("requestfinished", "requestfailed"):
+            self.page.on(done, lambda r: setattr(self, "pending", self.pending - 1))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
         self.page.goto(url + path)
         self.page.wait_for_selector("body[data-ready]")
+
+    def settle(self) -> None:
+        """Wait until the page has no request in flight (for a while): its loads are done."""
+        quiet = 0
+        while quiet < 3:
+            self.page.wait_for_timeout(50)  # lets playwright deliver the request events
+            quiet = quiet + 1 if self.pending == 0 else 0
 
     def tab(self, name: str) -> None:
         self.page.click(f".tab[data-screen={name}]")
@@ -104,10 +115,12 @@ def current_chat(phone: Phone) -> str:
 
 
 def new_chat(phone: Phone) -> str:
+    phone.settle()  # a model just picked loads its chats first
     before = current_chat(phone)
     phone.page.click("#new-chat")
     phone.page.wait_for_function(f"() => document.getElementById('chat-pick').value !== {json.dumps(before)}"
                                  " && !document.querySelector('.msg')")
+    phone.settle()
     return current_chat(phone)
 
 

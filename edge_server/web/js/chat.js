@@ -192,10 +192,7 @@ export class ChatScreen {
     if (!chat) return;
     if (this.live) {
       // A connection that died quietly while asleep: the server has stored the answer, stop waiting for bytes.
-      if (!chat.answering && chat.turns.length >= this.live.turns + 2) {
-        this.live.dropped = true;
-        this.live.controller.abort();
-      }
+      if (!chat.answering && chat.turns.length >= this.live.turns + 2) this.live.controller.abort();
     } else if (!sameChat(chat, this.chat)) {
       this.show(chat);
     }
@@ -331,7 +328,7 @@ export class ChatScreen {
     this.stick = true;
     this.scrollToEnd();
     const live = { controller: new AbortController(), model: this.model, chatId: this.chatId, turns, text, photos,
-      stopped: false, dropped: false, received: false };
+      stopped: false, received: false };
     this.setLive(live);
     const status = this.note("");
     answer.append(status);
