@@ -76,33 +76,33 @@ def test_a_server_gives_the_memory_back_after_keep_alive(tmp_path, gemma_gguf):
 
 
 def test_requests_around_an_unload_are_served_not_refused(make_app, tiny_gguf):
-    """Requests arriving while the model is being unloaded, or loaded again, wait for it: none gets a 404."""
-    import random
+    """Bursts of requests after idle spells around the keep-alive: some arrive while the model is being
+    unloaded or loaded again. They wait for it: none gets a 404."""
     import threading
 
     app = make_app({"tiny": {"path": str(tiny_gguf), "n_ctx": 256}})
     client = app.test_client()
     assert client.post("/model/launch", json={"model_name": "tiny", "keep_alive": 0.5}).status_code == 200
-    codes, deadline = [], time.time() + 8
+    codes = []
 
-    def ask(seed):
-        pauses = random.Random(seed)
-        while time.time() < deadline:
+    def ask(until):
+        while time.time() < until:
             r = app.test_client().post("/generate/fromtext", json={"model_name": "tiny", "prompt": "Hi",
                                                                    "max_new_tokens": 2})
             r.get_data()
             codes.append(r.status_code)
-            time.sleep(pauses.uniform(0.2, 1.6))  # often longer than the keep-alive: the model comes and goes
 
-    threads = [threading.Thread(target=ask, args=(seed,)) for seed in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for idle in (0.7, 1.6, 0.9, 1.7, 1.05, 1.6):  # the reaper looks every 0.5 s: some spells unload it
+        time.sleep(idle)
+        threads = [threading.Thread(target=ask, args=(time.time() + 0.3,)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     loads = app.extensions["edge_server"].metrics.registry.get_sample_value("edge_model_load_seconds_count",
                                                                             {"model": "tiny"})
     assert codes and set(codes) <= {200, 503}, sorted(set(codes))
-    assert loads >= 3  # unloaded and loaded again more than once while requests kept coming
+    assert loads >= 2  # unloaded and loaded again while requests kept coming
     # Killed now: it stays killed, even for a request that was waiting.
     wait_for(lambda: "idle_unloaded_at" in status(client, "tiny"))
     assert client.delete("/model/kill", json={"model_name": "tiny"}).status_code == 200
