@@ -74,7 +74,6 @@ def _key(overrides: dict, rotate: bool) -> int:
 
 def _service(args) -> int:
     """Host, port and data dir are fixed in the service from the flags or EDGE_* variables given now."""
-    import os
     from pathlib import Path
 
     from . import service

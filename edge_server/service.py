@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -222,8 +223,6 @@ def uninstall_termux(prefix: Path, home: Path, run=subprocess.run) -> list[Path]
     removed = []
     for path in (home / ".termux" / "boot" / NAME, prefix / "var" / "service" / NAME):
         if path.is_dir():
-            import shutil
-
             shutil.rmtree(path)
             removed.append(path)
         elif path.exists():
