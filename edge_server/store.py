@@ -34,7 +34,9 @@ class DownloadCancelled(EdgeError):
 def hub_logs_once() -> None:
     """huggingface_hub prints its warnings with a handler of its own and passes them on to ours too: every
     retry line showed twice. Drop its handler; ours (stderr, the log file) write each line once."""
-    hub = logging.getLogger("huggingface_hub")
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub = hub_logging.get_logger()  # the library's root logger, its handler set up on first import
     for handler in list(hub.handlers):
         hub.removeHandler(handler)
 
@@ -179,8 +181,6 @@ class ModelStore:
         wanted = [f for f in [spec.filename] + ([spec.mmproj] if spec.mmproj else []) if not (folder / f).is_file()]
         if self.settings.hf_offline:
             raise hub_error(None, spec, offline=True)
-        import huggingface_hub  # noqa: F401  (it sets its handler up on import)
-
         hub_logs_once()
         try:
             metas = [(name, self._metadata(spec, name)) for name in wanted]
