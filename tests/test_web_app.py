@@ -335,7 +335,7 @@ def test_a_hostile_stored_turn_renders_inert_and_code_copies_without_the_clipboa
 def test_busy_model_says_so_and_retries(chromium, tiny_server):
     hold = requests.post(f"{tiny_server.url}/generate/fromtext", stream=True, timeout=60,
                          headers={"Authorization": f"Bearer {KEY}"},
-                         json={"model_name": "slow", "prompt": "Go on", "max_new_tokens": 300, "chat_id": "holder"})
+                         json={"model_name": "slow", "prompt": "Go on", "max_new_tokens": 900, "chat_id": "holder"})  # ~8 s
     assert hold.status_code == 200
     phone = Phone(chromium, tiny_server.url, key=KEY, settings={"max_new_tokens": 8})
     page = phone.page
