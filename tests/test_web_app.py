@@ -333,16 +333,28 @@ def test_a_hostile_stored_turn_renders_inert_and_code_copies_without_the_clipboa
 
 
 def test_busy_model_says_so_and_retries(chromium, tiny_server):
-    hold = requests.post(f"{tiny_server.url}/generate/fromtext", stream=True, timeout=60,
-                         headers={"Authorization": f"Bearer {KEY}"},
-                         json={"model_name": "slow", "prompt": "Go on", "max_new_tokens": 900, "chat_id": "holder"})  # ~8 s
-    assert hold.status_code == 200
+    done = threading.Event()
+
+    def hold():  # another client keeps the model busy (asking again if a random answer ends early)
+        while not done.is_set():
+            with requests.post(f"{tiny_server.url}/generate/fromtext", stream=True, timeout=60,
+                               headers={"Authorization": f"Bearer {KEY}"},
+                               json={"model_name": "slow", "prompt": "Go on", "max_new_tokens": 900,
+                                     "chat_id": "holder"}) as r:
+                for _ in r.iter_content(chunk_size=None):
+                    if done.is_set():
+                        break
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.3)
     phone = Phone(chromium, tiny_server.url, key=KEY, settings={"max_new_tokens": 8})
     page = phone.page
     page.select_option("#model-pick", "slow")
     phone.ask("Are you there?")
     page.wait_for_selector(".msg.assistant .note:has-text('busy')")
-    hold.close()  # the other client leaves; the page's next try gets the model
+    done.set()  # the other client leaves; the page's next try gets the model
+    holder.join(30)
     assert phone.wait_answer(timeout=60)
     assert "busy" not in phone.answer().inner_text()
     phone.close()
