@@ -10,23 +10,27 @@ from pathlib import Path, PurePosixPath
 from .backends.vision import HANDLERS
 from .errors import CatalogError, ModelNotFound
 
-KINDS = ("text", "vision", "image-out")
+KINDS = ("text", "vision", "image-out", "speech-out")
+LITE_BACKEND = "llama-cpp"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str = "text"  # text, vision or image-out
+    kind: str = "text"  # text, vision, image-out or speech-out
     repo_id: str | None = None  # Hugging Face repo holding the files
-    filename: str | None = None  # model file inside repo_id
+    filename: str | None = None  # model file inside repo_id (GGUF); heavy models take the whole repo
     revision: str = "main"  # branch, tag or commit of repo_id
-    path: str | None = None  # a local model file used in place (never copied or deleted)
+    path: str | None = None  # a local model file (a folder for heavy models) used in place, never copied or deleted
     mmproj: str | None = None  # vision projector file inside repo_id
     mmproj_path: str | None = None  # a local vision projector file used in place
     chat_handler: str | None = None  # llama-cpp-python multimodal handler (vision only)
-    backend: str = "llama-cpp"  # registered backend that runs it
-    heavy: bool = False  # needs full mode (torch and friends)
+    backend: str = LITE_BACKEND  # registered backend that runs it: llama-cpp, transformers or diffusers
+    heavy: bool = False  # needs full mode (torch and friends); true for every backend but llama-cpp
+    variant: str | None = None  # heavy: the weights variant to take where the repo has it ("fp16", "bf16")
+    allow: tuple[str, ...] | None = None  # heavy: glob patterns of the repo files to download (default: all needed)
+    prior_repo_id: str | None = None  # Stable Cascade: the prior pipeline's repo, kept in the folder's prior_pipeline/
     n_ctx: int | None = None  # context used when a launch asks for the default (-1); None: the setting
     size: int | None = None  # bytes on disk, roughly, for listings
     description: str = ""
@@ -57,12 +61,15 @@ def parse_spec(name: str, entry) -> ModelSpec:
         if key in ("name",) or value is None:
             continue
         expected = _FIELDS[key].type
-        ok = (isinstance(value, bool) if "bool" in expected else
+        ok = (isinstance(value, list) and all(isinstance(v, str) for v in value) if expected.startswith("tuple") else
+              isinstance(value, bool) if "bool" in expected else
               isinstance(value, int) and not isinstance(value, bool) if expected.startswith("int") else
               isinstance(value, str))
         if not ok:
             raise CatalogError(f"model {name!r}: field {key!r} has the wrong type ({value!r})")
-    spec = ModelSpec(**{**{k: v for k, v in entry.items() if k != "name"}, "name": name})
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k != "name"}
+    values.setdefault("heavy", values.get("backend", LITE_BACKEND) != LITE_BACKEND)
+    spec = ModelSpec(**{**values, "name": name})
     if spec.kind not in KINDS:
         raise CatalogError(f"model {name!r}: kind must be one of {', '.join(KINDS)}")
     for key in ("path", "mmproj_path"):
@@ -72,15 +79,18 @@ def parse_spec(name: str, entry) -> ModelSpec:
     if spec.path is None:
         if not spec.repo_id:
             raise CatalogError(f"model {name!r}: give either 'path' or 'repo_id' and 'filename'")
-        if not spec.heavy:
+        if spec.backend == LITE_BACKEND:
             _check_relative(name, "filename", spec.filename)
     if spec.mmproj is not None:
         _check_relative(name, "mmproj", spec.mmproj)
         if spec.repo_id is None:
             raise CatalogError(f"model {name!r}: 'mmproj' needs 'repo_id'; use 'mmproj_path' with 'path'")
-    if spec.kind == "vision" and not (spec.mmproj or spec.mmproj_path) and spec.backend == "llama-cpp":
+    if spec.backend == LITE_BACKEND and spec.kind not in ("text", "vision"):
+        raise CatalogError(f"model {name!r}: llama-cpp runs text and vision models; {spec.kind} needs a heavy "
+                           "backend (transformers or diffusers)")
+    if spec.kind == "vision" and not (spec.mmproj or spec.mmproj_path) and spec.backend == LITE_BACKEND:
         raise CatalogError(f"model {name!r}: a vision model needs 'mmproj' (or 'mmproj_path')")
-    if spec.chat_handler is not None and spec.backend == "llama-cpp" and spec.chat_handler not in HANDLERS:
+    if spec.chat_handler is not None and spec.backend == LITE_BACKEND and spec.chat_handler not in HANDLERS:
         raise CatalogError(f"model {name!r}: chat_handler must be one of {', '.join(HANDLERS)}")
     if spec.n_ctx is not None and spec.n_ctx <= 0:
         raise CatalogError(f"model {name!r}: n_ctx must be positive")
@@ -118,7 +128,7 @@ class Catalog:
             base = dict(entries.get(name, {}))
             if isinstance(entry, dict) and "path" in entry:
                 # A local file replaces the hub source entirely.
-                for key in ("repo_id", "filename", "mmproj", "revision"):
+                for key in ("repo_id", "filename", "mmproj", "revision", "prior_repo_id", "variant", "allow"):
                     base.pop(key, None)
             if isinstance(entry, dict) and "kind" not in entry and ("mmproj" in entry or "mmproj_path" in entry):
                 base["kind"] = "vision"  # naming a projector is enough to make it a vision model

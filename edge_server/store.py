@@ -11,6 +11,7 @@ from typing import Callable
 
 from .catalog import ModelSpec
 from .errors import EdgeError, HubError, InsufficientStorage, ModelNotInstalled
+from .repo_files import MARKER, PRIOR_FOLDER, safe_name, select
 from .settings import Settings
 
 log = logging.getLogger("edge_server.store")
@@ -52,6 +53,7 @@ def _fetch(meta, auth: dict, target: Path, report: Callable[[int], None], cancel
     import httpx2 as httpx
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
+    target.parent.mkdir(parents=True, exist_ok=True)  # a repository's files may sit in subfolders
     part, stamp = target.with_name(target.name + ".part"), target.with_name(target.name + ".part.etag")
     stale = meta.size is not None and part.exists() and part.stat().st_size > meta.size
     if part.exists() and (stale or not stamp.exists() or stamp.read_text() != (meta.etag or "")):
@@ -145,12 +147,17 @@ class ModelStore:
         return folder
 
     def files(self, spec: ModelSpec) -> ModelFiles | None:
-        """Return the model's files if they are all present, else None."""
+        """Return the model's files if they are all present, else None.
+
+        A heavy model's "file" is its folder (a repository snapshot), complete once its marker is written."""
         if spec.is_local:
             model = Path(spec.path).expanduser()
             mmproj = Path(spec.mmproj_path).expanduser() if spec.mmproj_path else None
+            if spec.heavy:
+                return ModelFiles(model) if model.is_dir() else None
         elif spec.filename is None:
-            return None  # a backend that fetches its own files (full-mode plugins)
+            folder = self.folder(spec)
+            return ModelFiles(folder) if (folder / MARKER).is_file() else None
         else:
             folder = self.folder(spec)
             model = folder / spec.filename
@@ -161,7 +168,11 @@ class ModelStore:
 
     def installed_bytes(self, spec: ModelSpec) -> int:
         files = self.files(spec)
-        return sum(p.stat().st_size for p in (files.model, files.mmproj) if p) if files else 0
+        if files is None:
+            return 0
+        if files.model.is_dir():
+            return sum(p.stat().st_size for p in files.model.rglob("*") if p.is_file())
+        return sum(p.stat().st_size for p in (files.model, files.mmproj) if p)
 
     def download(self, spec: ModelSpec, progress: Progress | None = None,
                  cancelled: Callable[[], bool] = lambda: False) -> ModelFiles:
@@ -178,12 +189,14 @@ class ModelStore:
                 raise ModelNotInstalled(f"Local model file for {spec.name!r} not found: {spec.path}")
             return existing
         folder = self.folder(spec)
-        wanted = [f for f in [spec.filename] + ([spec.mmproj] if spec.mmproj else []) if not (folder / f).is_file()]
         if self.settings.hf_offline:
             raise hub_error(None, spec, offline=True)
         hub_logs_once()
         try:
-            metas = [(name, self._metadata(spec, name)) for name in wanted]
+            sources = self._repo_files(spec) if spec.filename is None else {
+                name: (spec.repo_id, name) for name in [spec.filename] + ([spec.mmproj] if spec.mmproj else [])}
+            metas = [(name, self._metadata(repo_id, spec.revision, remote))
+                     for name, (repo_id, remote) in sources.items() if not (folder / name).is_file()]
         except Exception as exc:  # huggingface_hub raises many kinds; all become a HubError
             log.warning("metadata of %s failed: %r", spec.name, exc)
             raise hub_error(exc, spec, offline=False) from exc
@@ -212,8 +225,29 @@ class ModelStore:
                 log.warning("download of %s failed: %r", spec.name, exc)
                 raise hub_error(exc, spec, offline=False) from exc
             done += meta.size or 0
+        if spec.filename is None:
+            (folder / MARKER).write_text("\n".join(sources) + "\n")
         log.info("downloaded %s", spec.name)
         return self.files(spec)
+
+    def _repo_files(self, spec: ModelSpec) -> dict[str, tuple[str, str]]:
+        """{name in the store: (repo, name in the repo)}: the files of a heavy model's repository (and of its
+        prior's, under prior_pipeline/) that its pipeline loads (repo_files.py)."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=self.settings.hf_endpoint, token=self.settings.hf_token or None)
+        listed = {}
+        for repo_id, prefix in ((spec.repo_id, ""), (spec.prior_repo_id, PRIOR_FOLDER + "/")):
+            if repo_id:
+                for sibling in api.model_info(repo_id, revision=spec.revision).siblings or ():
+                    if sibling.rfilename.startswith("."):
+                        continue  # .gitattributes and the like
+                    if not safe_name(sibling.rfilename):
+                        log.warning("%s lists %r, outside its folder: skipped", repo_id, sibling.rfilename)
+                        continue
+                    listed[prefix + sibling.rfilename] = (repo_id, sibling.rfilename)
+        chosen = set(select(list(listed), spec.variant, spec.allow, prefixes=("", PRIOR_FOLDER + "/")))
+        return {name: source for name, source in listed.items() if name in chosen}
 
     def _unwritable(self, folder: Path, exc: OSError) -> EdgeError:
         return EdgeError(f"Cannot write model files under {folder}: {exc.strerror or exc}. Check the data dir "
@@ -232,10 +266,10 @@ class ModelStore:
                 f"and {_mb(self.settings.disk_margin_bytes)} stay spare (EDGE_DISK_MARGIN_BYTES). Delete a "
                 "model or free some space.")
 
-    def _metadata(self, spec: ModelSpec, filename: str):
+    def _metadata(self, repo_id: str, revision: str, filename: str):
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-        url = hf_hub_url(spec.repo_id, filename, revision=spec.revision, endpoint=self.settings.hf_endpoint)
+        url = hf_hub_url(repo_id, filename, revision=revision, endpoint=self.settings.hf_endpoint)
         return get_hf_file_metadata(url, token=self.settings.hf_token or None, endpoint=self.settings.hf_endpoint)
 
     def delete(self, spec: ModelSpec) -> None:

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+MODEL_INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(/revision/(?P<rev>[^/]+))?$")
 
 
 class FakeHub:
@@ -17,7 +20,7 @@ class FakeHub:
         self.files: dict[tuple[str, str], bytes] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.authorizations: list[str | None] = []  # the Authorization header of each request
-        self.cut_after: int | None = None  # bytes sent before the next GET is cut off
+        self.cut_after: int | None = None  # bytes sent before the next GET of a longer file is cut off
         self.delay: float = 0.0  # seconds to wait between chunks (for progress tests)
         hub = self
 
@@ -41,6 +44,12 @@ class FakeHub:
     def add(self, repo_id: str, filename: str, data: bytes) -> None:
         self.files[(repo_id, filename)] = data
 
+    def add_folder(self, repo_id: str, folder: Path) -> None:
+        """Serve every file under `folder` (a save_pretrained output) as a repository."""
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                self.add(repo_id, path.relative_to(folder).as_posix(), path.read_bytes())
+
     def start(self) -> "FakeHub":
         self._thread.start()
         return self
@@ -53,11 +62,31 @@ class FakeHub:
         """The Range headers of the GETs made for `filename`."""
         return [rng for method, path, rng in self.requests if method == "GET" and path.endswith("/" + filename)]
 
+    def _model_info(self, handler: BaseHTTPRequestHandler, repo: str, body: bool) -> None:
+        """GET /api/models/{repo}/revision/{rev}: what HfApi.model_info reads (the file list)."""
+        names = sorted(name for (repo_id, name) in self.files if repo_id == repo)
+        if not names:
+            handler.send_response(404)
+            handler.send_header("X-Error-Code", "RepoNotFound")
+            data = b'{"error": "Repository not found"}'
+        else:
+            handler.send_response(200)
+            data = json.dumps({"id": repo, "modelId": repo, "sha": COMMIT, "private": False,
+                               "siblings": [{"rfilename": name} for name in names]}).encode()
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        if body:
+            handler.wfile.write(data)
+
     def _answer(self, handler: BaseHTTPRequestHandler, body: bool) -> None:
         import time
 
         self.requests.append((handler.command, handler.path, handler.headers.get("Range")))
         self.authorizations.append(handler.headers.get("Authorization"))
+        info = MODEL_INFO.match(handler.path.split("?")[0])
+        if info:
+            return self._model_info(handler, info["repo"], body)
         match = RESOLVE.match(handler.path.split("?")[0])
         data = self.files.get((match["repo"], match["file"])) if match else None
         if data is None:
@@ -82,7 +111,9 @@ class FakeHub:
         handler.end_headers()
         if not body:
             return
-        limit, self.cut_after = self.cut_after, None
+        limit = self.cut_after if self.cut_after is not None and len(chunk) > self.cut_after else None
+        if limit is not None:
+            self.cut_after = None
         step = 64 * 1024
         for offset in range(0, len(chunk), step):
             if limit is not None and offset >= limit:
