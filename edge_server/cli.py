@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
                                                        "one per performance core)")
     common.add_argument("--full", action="store_true", default=None,
                         help="full mode: heavy torch backends from plugins (EDGE_FULL_MODE)")
+    common.add_argument("--device", help="full mode: torch device, e.g. cpu, cuda, cuda:1, mps (EDGE_DEVICE; "
+                                         "default CUDA when present, else the CPU)")
     common.add_argument("--api-key", help="key clients must send as 'Authorization: Bearer <key>' (EDGE_API_KEY; "
                                           "off loopback a random one is kept in <data-dir>/api_key)")
     common.add_argument("--no-auth", action="store_true", default=None,
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.log_level, args.log_file or os.environ.get("EDGE_LOG_FILE"))
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
                  "n_threads": args.n_threads, "keep_alive": args.keep_alive, "memory_check": args.memory_check,
-                 "full": args.full, "api_key": args.api_key, "no_auth": args.no_auth,
+                 "full": args.full, "device": args.device, "api_key": args.api_key, "no_auth": args.no_auth,
                  "allowed_hosts": args.allowed_hosts, "cors_origins": args.cors_origins}
     if args.command == "key":
         return _key(overrides, args.rotate)

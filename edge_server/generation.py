@@ -7,7 +7,7 @@ import time
 from contextlib import ExitStack
 from typing import Callable, Iterator
 
-from .backends import VISION, GenerationOptions, Prepared
+from .backends import IMAGE_OUT, SPEECH_OUT, TEXT, VISION, GenerationOptions, Prepared
 from .chats import ChatStore
 from .errors import Busy, ClientGone, ContextLengthExceeded, EdgeError
 from .memory import release_free_heap
@@ -16,6 +16,8 @@ from .runtime import ModelManager, RunningModel
 from .settings import Settings
 
 log = logging.getLogger("edge_server.generate")
+CANNOT = {TEXT: ("does not write text", "model_not_text"), VISION: ("does not read images", "model_not_multimodal"),
+          IMAGE_OUT: ("does not draw pictures", "model_not_image"), SPEECH_OUT: ("does not speak", "model_not_speech")}
 
 
 class StopScanner:
@@ -245,12 +247,44 @@ class Generator:
             if not live:
                 self._live.pop((model_name, chat_id), None)
 
-    def require(self, model_name, vision: bool = False) -> RunningModel:
+    def require(self, model_name, vision: bool = False, need: str = TEXT) -> RunningModel:
         """Return the running model, or raise the error a request for it should get."""
         running = self.manager.get(model_name)
-        if vision and VISION not in running.model.capabilities:
-            raise EdgeError(f"Model {model_name!r} does not read images.", status=400, code="model_not_multimodal")
+        for capability in (need, VISION) if vision else (need,):
+            if capability not in running.model.capabilities:
+                cannot, code = CANNOT[capability]
+                raise EdgeError(f"Model {model_name!r} {cannot}.", status=400, code=code)
         return running
+
+    def produce(self, model_name, need: str, work: Callable, abandoned: Callable[[], bool] | None = None):
+        """Run `work(model, cancelled)` for a picture or speech, queued for the model like an answer.
+
+        `work` returns an iterator computed on the engine thread: each item is a step (None) or a
+        piece of the result; the pieces are returned as a list. The client leaving or a kill ends
+        it at its next step (499 client_disconnected); `work` checks `cancelled()` between steps."""
+        abandoned = abandoned or (lambda: False)
+        running = self.require(model_name, need=need)
+        with ExitStack() as undo:
+            self.limit.take()
+            undo.callback(self.limit.give_back)
+            try:
+                running.slot.acquire(abandoned)
+            except Busy:
+                self.metrics.refusals.labels(running.spec.name).inc()
+                raise
+            undo.callback(running.slot.release)
+            cancelled = lambda: abandoned() or running.stopping.is_set()  # noqa: E731
+            job = self.manager.engine.submit(lambda: work(running.model, cancelled))
+            undo.callback(job.close)
+            try:
+                pieces = [piece for piece in job if piece is not None]
+            except Exception as exc:
+                if cancelled():
+                    raise ClientGone("The request ended before its result was ready.") from exc
+                raise _as_edge_error(exc) from exc
+            if cancelled():
+                raise ClientGone("The request ended before its result was ready.")
+            return pieces
 
     def _fit(self, running: RunningModel, chat_id: str, chat: dict, prompt: str, options: GenerationOptions,
              images) -> Prepared:

@@ -19,16 +19,20 @@ CODES = {
     "image_invalid": 422, "image_too_large": 413, "too_many_images": 413, "link_not_allowed": 400,
     "image_fetch_failed": 502, "image_fetch_timeout": 504, "prompt_too_large": 413, "chat_too_large": 413,
     "too_many_chats": 409, "system_prompt_too_large": 413, "downloading": 202, "download_cancelled": 409,
-    "insufficient_storage": 507, "insufficient_memory": 507, "storage_error": 500,
+    "insufficient_storage": 507, "insufficient_memory": 507, "storage_error": 500, "client_disconnected": 499,
+    "model_not_text": 400, "model_not_image": 400, "model_not_speech": 400,
 }
 _ALWAYS = ("host_not_allowed", "internal_error")
 _GUARDED = ("unauthorized",)  # operations that need the key
 _BODY = ("invalid_request", "unsupported_media_type", "request_too_large", "origin_not_allowed")  # writes
 _HUB = ("hub_not_found", "hub_unreachable", "hub_offline", "hub_unauthorized", "hub_timeout")
 _STREAM = ("model_not_found", "model_not_running", "busy", "context_length_exceeded", "generation_failed",
-           "prompt_too_large", "chat_too_large", "too_many_chats")
+           "prompt_too_large", "chat_too_large", "too_many_chats", "model_not_text")
+_MEDIA = ("model_not_found", "model_not_running", "busy", "generation_failed", "prompt_too_large",
+          "client_disconnected")
 
 _STATUS_TEXT = {202: "Accepted: the model is downloading; poll GET /model/status", 400: "The request cannot be served as asked", 401: "Missing or wrong API key",
+                499: "The client went away (or the model was stopped) before the result was ready",
                 403: "Refused: Host or Origin not allowed", 404: "Not found", 409: "Too many", 413: "Too large",
                 415: "The body is not JSON (or multipart where uploads are taken)",
                 422: "The body or a parameter does not validate", 500: "Server error",
@@ -163,13 +167,27 @@ def _paths() -> dict:
     heavy = {"description": "Whether it needs full mode", "content": {"application/json": {
         "schema": _object(["is_heavy"], is_heavy={"type": "boolean"})}}}
     html = {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+    picture = _object(["model_name", "prompt"], model_name=MODEL_NAME, prompt={"type": "string"},
+                      image_size={"type": "integer", "minimum": 64, "maximum": 2048, "default": 1024,
+                                  "description": "The side of the square picture, in pixels (the maximum is "
+                                                 "EDGE_MAX_IMAGE_SIDE); rounded to what the model draws"},
+                      inference_steps={"type": "integer", "minimum": 1, "maximum": 200, "default": 20},
+                      negative_prompt={"type": "string", "default": ""},
+                      seed={"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+                      guidance_scale={"type": "number", "minimum": 0, "maximum": 50,
+                                      "description": "Default: the model's own (0 for few-step models)"})
+    image_out = {"description": "The picture; the size drawn is in X-Image-Size", "headers": {
+        "X-Image-Size": {"schema": {"type": "string"}, "description": "WIDTHxHEIGHT"},
+        "X-Image-Size-Note": {"schema": {"type": "string"}, "description": "Present when the size was rounded"}},
+        "content": {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+                    "image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}}}
+    launch_codes = ("model_not_found", "model_not_installed", "full_mode_required", "backend_unavailable",
+                    "model_load_failed", "downloading", "download_cancelled", "busy", "insufficient_storage",
+                    "insufficient_memory", "storage_error") + _HUB
     listing = {"description": "Model names", "content": {"application/json": {"schema": STRINGS}}}
     return {
         "/model/launch": {"post": _op(
-            "models", "Download (if needed) and start a model", NULL,
-            ("model_not_found", "model_not_installed", "full_mode_required", "backend_unavailable",
-             "model_load_failed", "downloading", "download_cancelled", "busy", "insufficient_storage",
-             "insufficient_memory", "storage_error") + _HUB,
+            "models", "Download (if needed) and start a model", NULL, launch_codes,
             body=_json(_object(["model_name"], model_name=MODEL_NAME, n_ctx={
                 "description": "Context size in tokens, rounded up to a multiple of 256; -1 or absent: the "
                                "model's default (capped at its trained context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16, "maximum": 1 << 20}]},
@@ -178,6 +196,12 @@ def _paths() -> dict:
                 keep_alive={"type": "number", "minimum": 0, "maximum": 10 * 365 * 86400,
                             "description": "Seconds it may sit idle before it is unloaded to free its memory; the "
                                            "next request loads it again. 0: never. Default: EDGE_KEEP_ALIVE (0)."})))},
+        "/heavy/model/launch": {"post": _op(
+            "models", "Download (if needed) and start a model: the original clients' full-mode launch", NULL,
+            launch_codes, body={"required": False, "content": {"application/json": {"schema": _object(
+                [], model_name=MODEL_NAME)}}}, params=[_query("model_name", MODEL_NAME, required=False)],
+            description="The name comes in the JSON body or the query string. Same as POST /model/launch with "
+                        "the model's defaults.")},
         "/model/kill": {"delete": _op("models", "Stop a running model and free its memory, or cancel its download",
                                       NULL,
                                       ("model_not_found", "model_not_running"), body=named)},
@@ -210,6 +234,18 @@ def _paths() -> dict:
             ("model_not_found",), body=_json(_object(["model_name"], model_name=MODEL_NAME, chat_id=CHAT_ID)),
             description="Also ends an answer sent with `on_disconnect: \"finish\"`; what was said so far is "
                         "stored in the chat, as when a client disconnects.")},
+        "/generate/imagefromtext": {"post": _op(
+            "generate", "Draw a picture from a prompt (full mode, image-out models)", image_out,
+            _MEDIA + ("model_not_image",), body=_json(picture),
+            description="PNG, or JPEG when the Accept header prefers image/jpeg. Queued for the model like an "
+                        "answer; a client that goes away ends it at its next step.")},
+        "/generate/texttospeech": {"post": _op(
+            "generate", "Read a text aloud (full mode, speech-out models)", {
+                "description": "One mono 16-bit PCM WAV file", "content": {"audio/wav": {"schema": {
+                    "type": "string", "contentMediaType": "audio/wav"}}}},
+            _MEDIA + ("model_not_speech",), body=_json(_object(["model_name", "prompt"], model_name=MODEL_NAME,
+                                                               prompt={"type": "string", "minLength": 1})),
+            description="Long texts are spoken a sentence at a time (at most EDGE_MAX_SPEECH_CHARS characters).")},
         "/chat/clearchat": {"delete": _op("chat", "Forget a chat's turns (the system prompt stays)", NULL,
                                           ("model_not_found",), body=_json(_object(
                                               ["model_name"], model_name=MODEL_NAME, chat_id=CHAT_ID)))},

@@ -126,9 +126,10 @@ class ModelManager:
             log.info("loading %s (n_ctx=%d)", spec.name, n)
             started = time.perf_counter()
             model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
-                                 chat_handler=spec.chat_handler, n_threads=self.n_threads)
+                                 chat_handler=spec.chat_handler, n_threads=self.n_threads, kind=spec.kind,
+                                 device=self.settings.device)
             self.metrics.loads.labels(spec.name).observe(time.perf_counter() - started)
-        except (ValueError, RuntimeError, OSError) as exc:
+        except (ValueError, RuntimeError, OSError, ImportError) as exc:  # ImportError: a heavy library is missing
             log.warning("loading %s failed: %s", spec.name, exc)
             raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
         running = RunningModel(spec, model, ModelSlot(spec.name, self.settings.queue_size), wanted, keep_alive,
@@ -290,7 +291,7 @@ class ModelManager:
         if busy is not None:
             body.update(busy)
         elif running is not None:
-            body.update(state="running", n_ctx=running.model.n_ctx, n_threads=self.n_threads,
+            body.update(state="running", n_ctx=getattr(running.model, "n_ctx", None), n_threads=self.n_threads,
                         queued=running.slot.waiting, keep_alive=running.keep_alive)
         elif self.store.files(spec) is not None:
             body["state"] = "installed"

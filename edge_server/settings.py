@@ -24,6 +24,10 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)  # models/, chats/ and models.json live here
     threads: int = 12  # waitress worker threads (queued streams hold one each)
     full: bool = False  # full mode: discover heavy backend plugins through entry points
+    device: str | None = None  # full mode: torch device ("cpu", "cuda", "cuda:1", "mps"); None: CUDA if present
+    max_image_side: int = 2048  # full mode: largest picture side /generate/imagefromtext draws, pixels
+    max_inference_steps: int = 200  # full mode: most denoising steps one picture may ask for
+    max_speech_chars: int = 20_000  # full mode: longest text /generate/texttospeech reads aloud, characters
     queue_size: int = 8  # requests allowed to wait for one busy model before 503 busy
     reserved_threads: int = 2  # workers never given to slow work (streams, link fetches, downloads)
     max_connections: int = 500  # open connections waitress keeps (slow clients wait in these, not in workers)

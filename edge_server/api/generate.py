@@ -5,8 +5,10 @@ from functools import partial
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..backends import IMAGE_OUT, SPEECH_OUT, PictureRequest
 from ..chats import check_chat_id
-from ..errors import ImageInvalid, InvalidRequest, TooManyImages
+from ..errors import EdgeError, ImageInvalid, InvalidRequest, TooManyImages
+from ..media import encode_image, encode_wav, image_type
 from . import edge
 from .validation import field, finish_on_disconnect, form_body, generation_options, json_body, model_name
 
@@ -78,3 +80,56 @@ def stop():
     app = edge()
     spec = app.catalog.get(name)
     return jsonify({"stopped": app.generator.stop(spec.name, check_chat_id(body.get("chat_id")))})
+
+
+@bp.post("/imagefromtext")
+def imagefromtext():
+    """Full mode: draw a picture; PNG, or JPEG when Accept prefers it. The size drawn is in X-Image-Size."""
+    body = json_body()
+    app = edge()
+    settings = app.settings
+    name = model_name(body)
+    prompt = field(body, "prompt", str)
+    side = field(body, "image_size", int, 1024, minimum=64, maximum=settings.max_image_side)
+    steps = field(body, "inference_steps", int, 20, minimum=1, maximum=settings.max_inference_steps)
+    negative = field(body, "negative_prompt", str, "")
+    seed = field(body, "seed", int, None, minimum=0, maximum=2**32 - 1)
+    guidance = field(body, "guidance_scale", float, None, minimum=0.0, maximum=50.0)
+    if len(prompt.encode("utf-8")) + len(negative.encode("utf-8")) > settings.max_prompt_bytes:
+        raise EdgeError("The prompts are longer than the prompt limit.", status=413, code="prompt_too_large")
+    mimetype = image_type(request.accept_mimetypes)
+    width, height = app.generator.require(name, need=IMAGE_OUT).model.fit_size(side, side)
+    picture = PictureRequest(prompt, width, height, steps, negative, seed, guidance)
+    image = app.generator.produce(name, IMAGE_OUT, lambda model, cancelled: model.paint(picture, cancelled),
+                                  abandoned=client_gone())[-1]
+    response = Response(encode_image(image, mimetype), mimetype=mimetype)
+    response.headers["X-Image-Size"] = f"{image.width}x{image.height}"
+    if (image.width, image.height) != (side, side):
+        response.headers["X-Image-Size-Note"] = (f"{side}x{side} was asked; this model draws sizes in steps, "
+                                                 f"so it drew {image.width}x{image.height}")
+    return response
+
+
+@bp.post("/texttospeech")
+def texttospeech():
+    """Full mode: read the prompt aloud; one 16-bit PCM WAV file, long texts spoken a sentence at a time."""
+    body = json_body()
+    app = edge()
+    name = model_name(body)
+    prompt = field(body, "prompt", str)
+    if not prompt.strip():
+        raise InvalidRequest("Field 'prompt' must hold some text to speak.")
+    if len(prompt) > app.settings.max_speech_chars:
+        raise EdgeError(f"The text is {len(prompt)} characters; the limit is {app.settings.max_speech_chars}.",
+                        status=413, code="prompt_too_large")
+    model = app.generator.require(name, need=SPEECH_OUT).model
+    pieces = app.generator.produce(name, SPEECH_OUT, lambda model, cancelled: _spoken(model, prompt, cancelled),
+                                   abandoned=client_gone())
+    return Response(encode_wav(pieces, model.sampling_rate), mimetype="audio/wav")
+
+
+def _spoken(model, text: str, cancelled):
+    for piece in model.speak(text):
+        if cancelled():
+            return
+        yield piece

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-TEXT, VISION, IMAGE_OUT = "text", "vision", "image-out"
+TEXT, VISION, IMAGE_OUT, SPEECH_OUT = "text", "vision", "image-out", "speech-out"
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Prepared:
 
 class LoadedModel(Protocol):
     n_ctx: int  # context in tokens, prompt and answer together
-    capabilities: frozenset[str]  # TEXT, VISION, IMAGE_OUT
+    capabilities: frozenset[str]  # TEXT and VISION here; IMAGE_OUT and SPEECH_OUT models are below
 
     def prepare(self, messages: list[dict], images: list | None = None) -> Prepared:
         """Render `messages` ([{role, content}]) with the model's chat format, and count the tokens."""
@@ -43,12 +43,50 @@ class LoadedModel(Protocol):
         """Free the model's memory."""
 
 
+@dataclass(frozen=True)
+class PictureRequest:
+    prompt: str
+    width: int  # pixels, already rounded by ImageModel.fit_size
+    height: int
+    steps: int
+    negative_prompt: str = ""
+    seed: int | None = None
+    guidance_scale: float | None = None  # None: the model's own default
+
+
+class ImageModel(Protocol):
+    """An IMAGE_OUT model (text to image)."""
+    capabilities: frozenset[str]
+
+    def fit_size(self, width: int, height: int) -> tuple[int, int]:
+        """The nearest size the pipeline can draw."""
+
+    def paint(self, request: PictureRequest, cancelled) -> Iterator[Any]:
+        """Yield None after each step and the PIL image last; raise when cancelled() turns true."""
+
+    def close(self) -> None: ...
+
+
+class SpeechModel(Protocol):
+    """A SPEECH_OUT model (text to speech)."""
+    capabilities: frozenset[str]
+    sampling_rate: int
+
+    def speak(self, text: str) -> Iterator[Any]:
+        """Yield the audio as float32 sample arrays in -1..1, one piece (a sentence or so) at a time."""
+
+    def close(self) -> None: ...
+
+
 class Backend(Protocol):
     name: str
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
-             chat_handler: str | None = None, n_threads: int | None = None) -> LoadedModel:
-        """Load a model; n_ctx is already capped to what the model was trained for."""
+             chat_handler: str | None = None, n_threads: int | None = None, kind: str = TEXT,
+             device: str | None = None) -> LoadedModel | ImageModel | SpeechModel:
+        """Load a model; n_ctx is already capped to what the model was trained for.
+
+        kind is the catalog's (text, vision, image-out, speech-out); device is --device (None: choose)."""
 
     def trained_context(self, model_path: Path) -> int | None:
         """Return the context length the model was trained with, if the file says."""

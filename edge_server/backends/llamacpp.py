@@ -32,7 +32,9 @@ class LlamaCppBackend:
         return memory_needs(model_path, mmproj_path.stat().st_size if mmproj_path else 0)
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
-             chat_handler: str | None = None, n_threads: int | None = None) -> "LlamaCppModel":
+             chat_handler: str | None = None, n_threads: int | None = None, kind: str = TEXT,
+             device: str | None = None) -> "LlamaCppModel":
+        """kind follows from the files here (a projector means vision); device: llama.cpp runs on the CPU."""
         from llama_cpp import Llama
 
         handler = None

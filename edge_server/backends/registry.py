@@ -10,6 +10,12 @@ from .base import Backend
 log = logging.getLogger("edge_server.backends")
 
 ENTRY_POINT_GROUP = "edge_server.backends"
+INSTALL_HINT = ("install torch for your platform (https://pytorch.org), then the heavy plugins: "
+                "pip install -r extra.requirements.txt")
+
+
+class FullModeUnavailable(ValueError):
+    """--full with no plugin installed: the server says what to install instead of serving lite models."""
 
 
 class BackendRegistry:
@@ -45,7 +51,11 @@ def build_registry(full: bool) -> BackendRegistry:
     registry = BackendRegistry()
     register_builtin(registry)
     if full:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+        plugins = list(entry_points(group=ENTRY_POINT_GROUP))
+        if not plugins:
+            raise FullModeUnavailable(f"full mode (--full) needs the heavy backends, and none is installed: "
+                                      f"{INSTALL_HINT}")
+        for ep in plugins:
             try:
                 ep.load()(registry)
                 log.info("loaded backend plugin %s", ep.name)
