@@ -1,10 +1,14 @@
 #!/bin/sh
-# Install what the tests need: the package with its test extras, and Debian's chromium (the browser tests;
-# playwright drives it, its own browser download is not used), shellcheck (the shell scripts) and
-# systemd-analyze (the boot unit). Safe to run again.
+# Install what the tests need: the package with its test extras, full mode (torch, transformers, diffusers and
+# the heavy plugins), and Debian's chromium (the browser tests; playwright drives it, its own browser download
+# is not used), shellcheck (the shell scripts) and systemd-analyze (the boot unit). Safe to run again.
 set -e
 cd "$(dirname "$0")/.."
 pip install -e ".[test]"
+# torch first and pinned: 2.13.0 is a CPU build (an unpinned torch pulls a CUDA build of several GB).
+# A torch already installed (another build for this machine's platform) is kept.
+python -c "import torch" 2>/dev/null || pip install "torch==${EDGE_TEST_TORCH:-2.13.0}"
+pip install -r extra.requirements.txt
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
