@@ -261,7 +261,8 @@ class Generator:
 
         `work` returns an iterator computed on the engine thread: each item is a step (None) or a
         piece of the result; the pieces are returned as a list. The client leaving or a kill ends
-        it at its next step (499 client_disconnected); `work` checks `cancelled()` between steps."""
+        it at its next step (499 client_disconnected); a step that takes long (a whole diffusion
+        pipeline call) checks `cancelled()` itself."""
         abandoned = abandoned or (lambda: False)
         running = self.require(model_name, need=need)
         with ExitStack() as undo:
@@ -276,8 +277,13 @@ class Generator:
             cancelled = lambda: abandoned() or running.stopping.is_set()  # noqa: E731
             job = self.manager.engine.submit(lambda: work(running.model, cancelled))
             undo.callback(job.close)
+            pieces = []
             try:
-                pieces = [piece for piece in job if piece is not None]
+                for piece in job:
+                    if cancelled():
+                        break  # closing the job (undo) stops the engine at the model's next step
+                    if piece is not None:
+                        pieces.append(piece)
             except Exception as exc:
                 if cancelled():
                     raise ClientGone("The request ended before its result was ready.") from exc

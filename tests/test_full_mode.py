@@ -297,3 +297,40 @@ def test_heavy_models_are_described_in_the_listing(make_app):
     assert listing["sd-turbo"]["kind"] == "image-out" and listing["stable-cascade"]["heavy"]
     lite = json.dumps(make_app().test_client().get("/model/list").json)
     assert "sd-turbo" not in lite and "tts-rus" not in lite
+
+
+def test_a_busy_picture_model_answers_503_and_a_client_that_leaves_frees_it(make_app, repos):
+    """A model given as a local folder; its queue holds no one, so a second picture is refused at once."""
+    import socket
+
+    from conftest import LiveServer
+
+    app = make_app({"sd": {"path": str(repos["tiny-sd"]), "backend": "diffusers", "kind": "image-out"}}, full=True,
+                   queue_size=0)
+    assert app.test_client().post("/model/launch", json={"model_name": "sd"}).status_code == 200
+    live = LiveServer(app)
+    try:
+        port = live.url.rsplit(":", 1)[1]
+        body = json.dumps({"model_name": "sd", "prompt": "a storm", "image_size": 1024, "inference_steps": 200})
+        long = socket.create_connection(("127.0.0.1", int(port)))  # minutes of work (seconds a step), unless stopped
+        long.sendall(f"POST /generate/imagefromtext HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                     f"\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+        small = {"model_name": "sd", "prompt": "a cat", "image_size": 64, "inference_steps": 1}
+        deadline = time.time() + 30
+        while True:
+            refused = requests.post(f"{live.url}/generate/imagefromtext", json=small, timeout=60)
+            if refused.status_code == 503:
+                break
+            assert refused.status_code == 200 and time.time() < deadline  # the long one has not begun yet
+            time.sleep(0.05)
+        assert refused.json()["code"] == "busy" and refused.headers["Retry-After"]
+        long.close()  # the client leaves: the picture stops at its next step
+        began = time.time()
+        while requests.post(f"{live.url}/generate/imagefromtext", json=small, timeout=60).status_code == 503:
+            assert time.time() - began < 20
+            time.sleep(0.1)
+    finally:
+        live.close()
+    assert repos["tiny-sd"].is_dir()
+    app.test_client().delete("/model/delete", json={"model_name": "sd"})
+    assert (repos["tiny-sd"] / "model_index.json").is_file()  # a local folder is never deleted

@@ -103,14 +103,14 @@ def test_plugins_are_discovered_only_in_full_mode(tmp_path, monkeypatch):
     lite = create_app({"data_dir": tmp_path / "lite"}).extensions["edge_server"].manager.registry
     full = create_app({"data_dir": tmp_path / "full", "full": True}).extensions["edge_server"].manager.registry
     assert lite.names() == ["llama-cpp"]
-    assert full.names() == ["llama-cpp", "test-backend"]
+    assert {"llama-cpp", "test-backend"} <= set(full.names())  # beside heavy_plugins' own, where installed
 
 
 def test_broken_plugin_does_not_stop_the_server(tmp_path, monkeypatch):
     _write_plugin(tmp_path, "edge_broken_plugin", "def register(registry):\n    raise RuntimeError('boom')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = create_app({"data_dir": tmp_path, "full": True}).extensions["edge_server"].manager.registry
-    assert registry.names() == ["llama-cpp"]
+    assert "llama-cpp" in registry.names() and "test-backend" not in registry.names()
 
 
 def test_serve_process_starts_answers_and_stops_on_ctrl_c(tmp_path, tiny_gguf):

@@ -123,13 +123,7 @@ def texttospeech():
         raise EdgeError(f"The text is {len(prompt)} characters; the limit is {app.settings.max_speech_chars}.",
                         status=413, code="prompt_too_large")
     model = app.generator.require(name, need=SPEECH_OUT).model
-    pieces = app.generator.produce(name, SPEECH_OUT, lambda model, cancelled: _spoken(model, prompt, cancelled),
+    pieces = app.generator.produce(name, SPEECH_OUT, lambda model, cancelled: model.speak(prompt),
                                    abandoned=client_gone())
     return Response(encode_wav(pieces, model.sampling_rate), mimetype="audio/wav")
 
-
-def _spoken(model, text: str, cancelled):
-    for piece in model.speak(text):
-        if cancelled():
-            return
-        yield piece

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from ..errors import InvalidRequest
 from . import edge
 from .validation import json_body, model_name
 
@@ -13,6 +14,9 @@ bp = Blueprint("heavy", __name__, url_prefix="/heavy")
 def launch():
     """Launch a model named in the JSON body or the query string (later clients sent it there), as
     POST /model/launch does with its defaults."""
-    body = json_body()
-    edge().manager.launch(model_name(body if "model_name" in body else request.args.to_dict()))
+    body, query = json_body(), request.args.to_dict()
+    names = {model_name(where) for where in (body, query) if "model_name" in where}
+    if len(names) != 1:
+        raise InvalidRequest("Give the model's name once, as model_name in the JSON body or the query string.")
+    edge().manager.launch(names.pop())
     return jsonify(None)
