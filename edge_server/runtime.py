@@ -31,6 +31,7 @@ class RunningModel:
     keep_alive: float = 0  # seconds idle before it is unloaded (0: never)
     force: bool = False  # launched past the memory check (a reload after an idle unload is too)
     stopping: threading.Event = field(default_factory=threading.Event)
+    engine: Engine | None = None  # the thread its computations run on
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,10 @@ class ModelManager:
         self._reaper: threading.Thread | None = None
         self._closing = threading.Event()
         self._guard = threading.Lock()
-        self.engine = Engine()  # the one thread that computes; see engine.py
+        self.engine = Engine()  # the one thread that computes with llama.cpp; see engine.py
+        # Heavy (torch) models compute on a thread of their own: one diffusion step can take seconds, and a
+        # picture must not hold the GGUF models' streams. torch keeps its own OpenMP team, apart from llama.cpp's.
+        self.heavy_engine = Engine()
         self.slow_work = SlowWork(settings.max_streams)  # streams, link fetches and downloads share it
         if settings.n_threads:
             self.n_threads, self.threads_why = settings.n_threads, "set by --n-threads or EDGE_N_THREADS"
@@ -133,7 +137,7 @@ class ModelManager:
             log.warning("loading %s failed: %s", spec.name, exc)
             raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
         running = RunningModel(spec, model, ModelSlot(spec.name, self.settings.queue_size), wanted, keep_alive,
-                               force)
+                               force, engine=self.heavy_engine if spec.heavy else self.engine)
         self._running[spec.name] = running
         log.info("running %s", spec.name)
         self._watch_idle()
@@ -327,3 +331,4 @@ class ModelManager:
                 if running is not None:
                     self._stop(running)
         self.engine.stop()
+        self.heavy_engine.stop()

@@ -153,7 +153,7 @@ class ModelStore:
         if spec.is_local:
             model = Path(spec.path).expanduser()
             mmproj = Path(spec.mmproj_path).expanduser() if spec.mmproj_path else None
-            if spec.heavy:
+            if spec.is_folder:
                 return ModelFiles(model) if model.is_dir() else None
         elif spec.filename is None:
             folder = self.folder(spec)
@@ -194,9 +194,10 @@ class ModelStore:
         hub_logs_once()
         try:
             sources = self._repo_files(spec) if spec.filename is None else {
-                name: (spec.repo_id, name) for name in [spec.filename] + ([spec.mmproj] if spec.mmproj else [])}
-            metas = [(name, self._metadata(repo_id, spec.revision, remote))
-                     for name, (repo_id, remote) in sources.items() if not (folder / name).is_file()]
+                name: (spec.repo_id, spec.revision, name)
+                for name in [spec.filename] + ([spec.mmproj] if spec.mmproj else [])}
+            metas = [(name, self._metadata(repo_id, revision, remote))
+                     for name, (repo_id, revision, remote) in sources.items() if not (folder / name).is_file()]
         except Exception as exc:  # huggingface_hub raises many kinds; all become a HubError
             log.warning("metadata of %s failed: %r", spec.name, exc)
             raise hub_error(exc, spec, offline=False) from exc
@@ -230,22 +231,25 @@ class ModelStore:
         log.info("downloaded %s", spec.name)
         return self.files(spec)
 
-    def _repo_files(self, spec: ModelSpec) -> dict[str, tuple[str, str]]:
-        """{name in the store: (repo, name in the repo)}: the files of a heavy model's repository (and of its
+    def _repo_files(self, spec: ModelSpec) -> dict[str, tuple[str, str, str]]:
+        """{name in the store: (repo, commit, name in the repo)}: the files of a heavy model's repository (and of its
         prior's, under prior_pipeline/) that its pipeline loads (repo_files.py)."""
         from huggingface_hub import HfApi
 
         api = HfApi(endpoint=self.settings.hf_endpoint, token=self.settings.hf_token or None)
         listed = {}
-        for repo_id, prefix in ((spec.repo_id, ""), (spec.prior_repo_id, PRIOR_FOLDER + "/")):
-            if repo_id:
-                for sibling in api.model_info(repo_id, revision=spec.revision).siblings or ():
-                    if sibling.rfilename.startswith("."):
-                        continue  # .gitattributes and the like
-                    if not safe_name(sibling.rfilename):
-                        log.warning("%s lists %r, outside its folder: skipped", repo_id, sibling.rfilename)
-                        continue
-                    listed[prefix + sibling.rfilename] = (repo_id, sibling.rfilename)
+        for repo_id, revision, prefix in ((spec.repo_id, spec.revision, ""),
+                                          (spec.prior_repo_id, spec.prior_revision, PRIOR_FOLDER + "/")):
+            if not repo_id:
+                continue
+            info = api.model_info(repo_id, revision=revision)
+            commit = info.sha or revision  # every file from the commit listed, even if the branch moves meanwhile
+            for sibling in info.siblings or ():
+                name = sibling.rfilename
+                if not safe_name(name) or (spec.prior_repo_id and not prefix and name.startswith(PRIOR_FOLDER)):
+                    log.warning("%s lists %r, outside its folder: skipped", repo_id, name)
+                    continue
+                listed[prefix + name] = (repo_id, commit, name)
         chosen = set(select(list(listed), spec.variant, spec.allow, prefixes=("", PRIOR_FOLDER + "/")))
         return {name: source for name, source in listed.items() if name in chosen}
 

@@ -19,19 +19,21 @@ import requests
 from conftest import ServerProcess
 
 if os.environ.get("CI"):
-    import torch  # noqa: F401  (tests/setup.sh installs full mode: in CI these tests must run, not skip)
+    import diffusers  # noqa: F401  (tests/setup.sh installs full mode: in CI these tests must run, not skip)
+    import torch  # noqa: F401
 else:
     pytest.importorskip("torch", reason="full mode is not installed (pip install -r extra.requirements.txt)")
-pytest.importorskip("diffusers")
+    pytest.importorskip("diffusers", reason="full mode is not installed (pip install -r extra.requirements.txt)")
 
-REPOS = {"tiny-llama": "edge-test/tiny-llama", "tiny-llava": "edge-test/tiny-llava", "tiny-sd": "edge-test/tiny-sd",
+REPOS = {"tiny-llama": "edge-test/tiny-llama", "tiny-llava": "edge-test/tiny-llava", "sd-turbo": "edge-test/tiny-sd",
          "tts-eng": "edge-test/tiny-vits", "stable-cascade": "edge-test/tiny-cascade"}
 PRIOR_REPO = "edge-test/tiny-cascade-prior"
 MODELS = {
     "tiny-llama": {"repo_id": REPOS["tiny-llama"], "backend": "transformers", "kind": "text"},
     "tiny-llava": {"repo_id": REPOS["tiny-llava"], "backend": "transformers", "kind": "vision"},
-    "tiny-sd": {"repo_id": REPOS["tiny-sd"], "backend": "diffusers", "kind": "image-out"},
-    # The catalog's own entries, pointed at the tiny repositories: their allow list and variant are the real ones.
+    # The catalog's own entries, pointed at the tiny repositories: their allow lists and variants are the real
+    # ones (sd-turbo takes the fp16 weights, stable-cascade the bf16 ones; the repositories hold both).
+    "sd-turbo": {"repo_id": REPOS["sd-turbo"]},
     "tts-eng": {"repo_id": REPOS["tts-eng"]},
     "stable-cascade": {"repo_id": REPOS["stable-cascade"], "prior_repo_id": PRIOR_REPO},
 }
@@ -45,9 +47,9 @@ def repos(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("repos")
     folders = {"tiny-llama": tf.build_llama(root / "llama"), "tiny-llava": tf.build_vision(root / "llava"),
-               "tts-eng": tf.build_vits(root / "vits"), "tiny-sd": df.build_sd(root / "sd"),
-               "stable-cascade": df.build_cascade_decoder(root / "cascade"),
-               "prior": df.build_cascade_prior(root / "cascade-prior", with_image_encoder=True)}
+               "tts-eng": tf.build_vits(root / "vits"), "sd-turbo": df.build_sd(root / "sd", variant="fp16"),
+               "stable-cascade": df.build_cascade_decoder(root / "cascade", variant="bf16"),
+               "prior": df.build_cascade_prior(root / "cascade-prior", with_image_encoder=True, variant="bf16")}
     # What the real Stable Cascade repository also holds, and a download must skip: the original
     # checkpoints at the top and the lite variants.
     (folders["stable-cascade"] / "stage_c.safetensors").write_bytes(b"\0" * 4096)
@@ -139,26 +141,36 @@ def test_vision_model_answers_about_a_picture(server):
     from PIL import Image
 
     launch(server, "tiny-llava")
-    picture = io.BytesIO()
-    Image.new("RGB", (80, 60), "red").save(picture, "PNG")
-    uri = "data:image/png;base64," + base64.b64encode(picture.getvalue()).decode()
-    body = {"model_name": "tiny-llava", "prompt": "What colour is it?", "image_links": [uri], "max_new_tokens": 8,
-            "temperature": 0}
-    response = requests.post(f"{server.url}/generate/fromimagetext", json=body, timeout=120)
-    assert response.status_code == 200 and response.text.strip(), response.text
-    history = requests.get(f"{server.url}/chat/getchathistory", params={"model_name": "tiny-llava"}).json()
+
+    def about(colour: str) -> str:
+        picture = io.BytesIO()
+        Image.new("RGB", (80, 60), colour).save(picture, "PNG")
+        uri = "data:image/png;base64," + base64.b64encode(picture.getvalue()).decode()
+        body = {"model_name": "tiny-llava", "prompt": "What colour is it?", "image_links": [uri],
+                "max_new_tokens": 8, "temperature": 0, "chat_id": colour}
+        response = requests.post(f"{server.url}/generate/fromimagetext", json=body, timeout=120)
+        assert response.status_code == 200 and response.text.strip(), response.text
+        return response.text
+
+    assert about("red") != about("blue")  # the answer depends on the picture, not only on the words
+    history = requests.get(f"{server.url}/chat/getchathistory", params={"model_name": "tiny-llava",
+                                                                          "chat_id": "red"}).json()
     assert history["turns"][0]["images"] == 1
 
     launch(server, "tiny-llama")
-    refused = requests.post(f"{server.url}/generate/fromimagetext", json={**body, "model_name": "tiny-llama"})
+    body = {"model_name": "tiny-llama", "prompt": "What is it?", "image_links": ["data:image/png;base64,AAAA"]}
+    refused = requests.post(f"{server.url}/generate/fromimagetext", json=body)
     assert refused.status_code == 400 and refused.json()["code"] == "model_not_multimodal"
 
 
-def test_text_to_image_answers_a_png_of_the_size_asked(server):
+def test_text_to_image_answers_a_png_of_the_size_asked(server, hub):
     from PIL import Image
 
-    launch(server, "tiny-sd")
-    body = {"model_name": "tiny-sd", "prompt": "a red cat", "image_size": 64, "inference_steps": 2, "seed": 3,
+    launch(server, "sd-turbo")
+    fetched = [path for method, path, _ in hub.requests if method == "GET" and "/tiny-sd/resolve/" in path]
+    assert any(path.endswith("unet/diffusion_pytorch_model.fp16.safetensors") for path in fetched)
+    assert not any(path.endswith("unet/diffusion_pytorch_model.safetensors") for path in fetched)  # fp16 only
+    body = {"model_name": "sd-turbo", "prompt": "a red cat", "image_size": 64, "inference_steps": 2, "seed": 3,
             "negative_prompt": "blurry", "guidance_scale": 5.0}
     first = requests.post(f"{server.url}/generate/imagefromtext", json=body, timeout=120)
     assert first.status_code == 200, first.text
@@ -176,7 +188,7 @@ def test_text_to_image_answers_a_png_of_the_size_asked(server):
     for bad in ({"inference_steps": 0}, {"image_size": 10_000}, {"prompt": 5}):
         refused = requests.post(f"{server.url}/generate/imagefromtext", json={**body, **bad})
         assert refused.status_code == 422 and refused.json()["code"] == "invalid_request"
-    cannot = requests.post(f"{server.url}/generate/fromtext", json={"model_name": "tiny-sd", "prompt": "hi"})
+    cannot = requests.post(f"{server.url}/generate/fromtext", json={"model_name": "sd-turbo", "prompt": "hi"})
     assert cannot.status_code == 400 and cannot.json()["code"] == "model_not_text"
     launch(server, "tiny-llama")
     cannot = requests.post(f"{server.url}/generate/imagefromtext", json={**body, "model_name": "tiny-llama"})
@@ -188,8 +200,8 @@ def test_stable_cascade_through_the_original_heavy_launch(server, hub):
 
     response = requests.post(f"{server.url}/heavy/model/launch", params={"model_name": "stable-cascade"}, timeout=300)
     assert response.status_code == 200, (response.text, server.output()[-3000:])
-    fetched = {tuple(path.split("/resolve/main/", 1)) for method, path, _ in hub.requests
-               if method == "GET" and "/resolve/main/" in path}
+    fetched = {(repo, file.split("/", 1)[1]) for method, path, _ in hub.requests if method == "GET"
+               and "/resolve/" in path for repo, file in [path.split("/resolve/", 1)]}
     decoder, prior = f"/{REPOS['stable-cascade']}", f"/{PRIOR_REPO}"
     assert (decoder, "decoder/config.json") in fetched and (prior, "prior/config.json") in fetched
     assert not {(decoder, "stage_c.safetensors"), (decoder, "decoder_lite/config.json")} & fetched  # unused files
@@ -220,11 +232,11 @@ def test_text_to_speech_answers_a_wav(server):
 
 
 def test_kill_frees_the_model_and_it_stays_installed(server):
-    launch(server, "tiny-sd")
-    assert requests.delete(f"{server.url}/model/kill", json={"model_name": "tiny-sd"}).status_code == 200
-    assert "tiny-sd" not in requests.get(f"{server.url}/model/getactive").json()
-    assert requests.get(f"{server.url}/model/status", params={"model_name": "tiny-sd"}).json()["state"] == "installed"
-    gone = requests.post(f"{server.url}/generate/imagefromtext", json={"model_name": "tiny-sd", "prompt": "x"})
+    launch(server, "sd-turbo")
+    assert requests.delete(f"{server.url}/model/kill", json={"model_name": "sd-turbo"}).status_code == 200
+    assert "sd-turbo" not in requests.get(f"{server.url}/model/getactive").json()
+    assert requests.get(f"{server.url}/model/status", params={"model_name": "sd-turbo"}).json()["state"] == "installed"
+    gone = requests.post(f"{server.url}/generate/imagefromtext", json={"model_name": "sd-turbo", "prompt": "x"})
     assert gone.status_code == 404 and gone.json()["code"] == "model_not_running"
 
 
@@ -299,38 +311,61 @@ def test_heavy_models_are_described_in_the_listing(make_app):
     assert "sd-turbo" not in lite and "tts-rus" not in lite
 
 
-def test_a_busy_picture_model_answers_503_and_a_client_that_leaves_frees_it(make_app, repos):
-    """A model given as a local folder; its queue holds no one, so a second picture is refused at once."""
+def test_pictures_queue_stop_and_leave_the_gguf_models_streaming(make_app, repos, tiny_gguf):
+    """A picture model given as a local folder, its queue holding no one: a second picture is refused at
+    once; a GGUF model streams meanwhile (heavy models compute on a thread of their own); a kill ends the
+    picture with model_not_running, and a client that leaves ends it too."""
     import socket
 
     from conftest import LiveServer
 
-    app = make_app({"sd": {"path": str(repos["tiny-sd"]), "backend": "diffusers", "kind": "image-out"}}, full=True,
-                   queue_size=0)
-    assert app.test_client().post("/model/launch", json={"model_name": "sd"}).status_code == 200
+    app = make_app({"sd": {"path": str(repos["sd-turbo"]), "backend": "diffusers", "kind": "image-out"},
+                    "tiny": {"path": str(tiny_gguf), "n_ctx": 512}}, full=True, queue_size=0)
+    for name in ("sd", "tiny"):
+        assert app.test_client().post("/model/launch", json={"model_name": name}).status_code == 200
     live = LiveServer(app)
-    try:
-        port = live.url.rsplit(":", 1)[1]
-        body = json.dumps({"model_name": "sd", "prompt": "a storm", "image_size": 1024, "inference_steps": 200})
-        long = socket.create_connection(("127.0.0.1", int(port)))  # minutes of work (seconds a step), unless stopped
-        long.sendall(f"POST /generate/imagefromtext HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
-                     f"\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
-        small = {"model_name": "sd", "prompt": "a cat", "image_size": 64, "inference_steps": 1}
+    long = {"model_name": "sd", "prompt": "a storm", "image_size": 1024, "inference_steps": 200}  # seconds a step
+    small = {"model_name": "sd", "prompt": "a cat", "image_size": 64, "inference_steps": 1}
+
+    def wait_until_busy():
+        time.sleep(1)  # nothing competes for the model meanwhile: the long picture gets it, not a small one
         deadline = time.time() + 30
         while True:
             refused = requests.post(f"{live.url}/generate/imagefromtext", json=small, timeout=60)
             if refused.status_code == 503:
-                break
+                return refused
             assert refused.status_code == 200 and time.time() < deadline  # the long one has not begun yet
             time.sleep(0.05)
+
+    try:
+        killed = []
+        painter = threading.Thread(target=lambda: killed.append(
+            requests.post(f"{live.url}/generate/imagefromtext", json=long, timeout=120)))
+        painter.start()
+        refused = wait_until_busy()
         assert refused.json()["code"] == "busy" and refused.headers["Retry-After"]
-        long.close()  # the client leaves: the picture stops at its next step
+        text = requests.post(f"{live.url}/generate/fromtext", json={"model_name": "tiny", "prompt": "Hi",
+                                                                     "max_new_tokens": 16}, timeout=30)
+        assert text.status_code == 200 and painter.is_alive()  # answered while the picture paints
         began = time.time()
-        while requests.post(f"{live.url}/generate/imagefromtext", json=small, timeout=60).status_code == 503:
+        assert requests.delete(f"{live.url}/model/kill", json={"model_name": "sd"}, timeout=60).status_code == 200
+        painter.join(timeout=60)
+        assert time.time() - began < 20 and killed[0].status_code == 404
+        assert killed[0].json()["code"] == "model_not_running" and "stopped" in killed[0].json()["detail"]
+
+        assert requests.post(f"{live.url}/model/launch", json={"model_name": "sd"}).status_code == 200
+        body = json.dumps(long)
+        leaving = socket.create_connection(("127.0.0.1", int(live.url.rsplit(":", 1)[1])))
+        leaving.sendall(f"POST /generate/imagefromtext HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                        f"application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+        wait_until_busy()
+        leaving.close()  # the client leaves: the picture stops at its next step
+        began = time.time()
+        while (answer := requests.post(f"{live.url}/generate/imagefromtext", json=small, timeout=60)).status_code == 503:
             assert time.time() - began < 20
             time.sleep(0.1)
+        assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/png"
     finally:
         live.close()
-    assert repos["tiny-sd"].is_dir()
     app.test_client().delete("/model/delete", json={"model_name": "sd"})
-    assert (repos["tiny-sd"] / "model_index.json").is_file()  # a local folder is never deleted
+    assert (repos["sd-turbo"] / "model_index.json").is_file()  # a local folder is never deleted

@@ -125,5 +125,7 @@ def texttospeech():
     model = app.generator.require(name, need=SPEECH_OUT).model
     pieces = app.generator.produce(name, SPEECH_OUT, lambda model, cancelled: model.speak(prompt),
                                    abandoned=client_gone())
+    if not pieces:
+        raise InvalidRequest("Nothing in the text is in this model's alphabet (another language or script?).")
     return Response(encode_wav(pieces, model.sampling_rate), mimetype="audio/wav")
 

@@ -51,14 +51,42 @@ def release(device) -> None:
         torch.mps.empty_cache()
 
 
+def weights_variant(folder) -> str | None:
+    """The weights variant a folder holds ("fp16", "bf16"), which from_pretrained must be told: a folder with
+    only `model.fp16.safetensors` (or `model.fp16-00001-of-00002.safetensors`) has no plain weights to find."""
+    from edge_server.repo_files import weight_kind
+
+    kinds = [weight_kind(path.relative_to(folder).as_posix()) for path in folder.rglob("*.safetensors")]
+    plain = {kind[0] for kind in kinds if kind and not kind[2]}
+    return next((kind[2] for kind in kinds if kind and kind[2] and kind[0] not in plain), None)
+
+
+class Held:
+    """What a loaded heavy model does on kill: drop its weights, collect them, give the accelerator's cache back."""
+    model = None
+    device = None
+
+    def close(self) -> None:
+        self.model = None
+        release(self.device)
+
+
 def module_bytes(component) -> int:
     """The bytes of a pipeline component's weights (0 for tokenizers, schedulers and the like)."""
     parameters = getattr(component, "parameters", None)
     return sum(p.numel() * p.element_size() for p in parameters()) if callable(parameters) else 0
 
 
-def quiet() -> None:
-    """No progress bars on the server's stderr: transformers draws one per load, diffusers per step."""
-    from transformers.utils import logging as hf_logging
+def quiet(diffusers: bool = False) -> None:
+    """Keep the server's log to its own lines: no progress bars (transformers draws one per load, diffusers per
+    pipeline) and no library warnings (the Stable Cascade pipelines warn of their deprecation six times a load,
+    the CLIP image processors that they fall back from torchvision)."""
+    from transformers.utils import logging as transformers_logging
 
-    hf_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    if diffusers:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+        diffusers_logging.set_verbosity_error()

@@ -19,15 +19,6 @@ class Cancelled(Exception):
     """Raised from a pipeline's step callback: the client went away or the model was stopped."""
 
 
-def _variant(folder: Path) -> str | None:
-    """The weights variant the store kept ("fp16", "bf16"), which from_pretrained must be told."""
-    for path in folder.rglob("*.safetensors"):
-        parts = path.name.split(".")
-        if len(parts) == 3 and not (path.parent / f"{parts[0]}.safetensors").exists():
-            return parts[1]
-    return None
-
-
 def _cascade_vq_model() -> None:
     """Stable Cascade's model_index.json names its VQ model ["wuerstchen", "PaellaVQModel"], written when it
     lived in diffusers.pipelines.wuerstchen; now it is under diffusers.pipelines.deprecated. diffusers
@@ -53,16 +44,19 @@ class DiffusersBackend:
         if kind != IMAGE_OUT:
             raise ValueError(f"the diffusers backend draws pictures (image-out); {kind} needs another backend")
         where, dtype = devices.choose(device, n_threads)
-        devices.quiet()
-        return PictureModel(_load_pipeline(model_path, dtype), where)
+        devices.quiet(diffusers=True)
+        return PictureModel(_load_pipeline(model_path, where, dtype), where)
 
 
-def _load_pipeline(folder: Path, dtype):
+def _load_pipeline(folder: Path, device, dtype):
     import diffusers
+    import torch
 
     _cascade_vq_model()
-    options = {"dtype": dtype, "variant": _variant(folder)}
+    options = {"dtype": dtype, "variant": devices.weights_variant(folder)}
     if (folder / PRIOR_FOLDER / "model_index.json").is_file():  # Stable Cascade: decoder here, prior beside it
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            options["dtype"] = torch.bfloat16  # its prior overflows float16 into black pictures
         prior = diffusers.StableCascadePriorPipeline.from_pretrained(folder / PRIOR_FOLDER, **options)
         decoder = diffusers.StableCascadeDecoderPipeline.from_pretrained(folder, **options)
         return diffusers.StableCascadeCombinedPipeline(
@@ -73,7 +67,7 @@ def _load_pipeline(folder: Path, dtype):
     return diffusers.DiffusionPipeline.from_pretrained(folder, **options)
 
 
-class PictureModel:
+class PictureModel(devices.Held):
     def __init__(self, pipe, device):
         import diffusers
 
@@ -84,14 +78,16 @@ class PictureModel:
             log.info("the pipeline does not fit in %s's free memory: parts move in as they run", device)
             pipe.enable_model_cpu_offload(device=device)
         pipe.set_progress_bar_config(disable=True)
-        self.pipe, self.device = pipe, device
+        if hasattr(pipe, "enable_vae_tiling"):
+            pipe.enable_vae_tiling()  # big pictures decode in tiles: a 2048 px one would need gigabytes at once
+        self.model, self.device = pipe, device
         self.capabilities = frozenset({IMAGE_OUT})
         self.multiple = self._multiple()
 
     def _multiple(self) -> int:
         """The step picture sides come in: Stable Cascade's latents need 128 px (its prior compresses by 42.67 and
         the decoder's patches are 2 wide: 64 or 192 fail), Stable Diffusion's VAE 8 px."""
-        return 128 if self.cascade else getattr(self.pipe, "vae_scale_factor", 8)
+        return 128 if self.cascade else getattr(self.model, "vae_scale_factor", 8)
 
     def fit_size(self, width: int, height: int) -> tuple[int, int]:
         step = self.multiple
@@ -126,9 +122,5 @@ class PictureModel:
             if guidance is not None:
                 options["guidance_scale"] = guidance
         with torch.inference_mode():
-            image = self.pipe(**options).images[0]
+            image = self.model(**options).images[0]
         yield image
-
-    def close(self) -> None:
-        self.pipe = None
-        devices.release(self.device)

@@ -20,16 +20,16 @@ def sentences(text: str) -> list[str]:
     for sentence in SENTENCE_END.split(text):
         sentence = sentence.strip()
         while len(sentence) > LONGEST:
-            cut = max(sentence.rfind(",", 0, LONGEST), sentence.rfind(" ", 0, LONGEST))
-            cut = cut if cut > 0 else LONGEST
-            pieces.append(sentence[:cut + 1].strip())
-            sentence = sentence[cut + 1:].strip()
+            cut = max(sentence.rfind(",", 0, LONGEST), sentence.rfind(" ", 0, LONGEST)) + 1
+            cut = cut if cut > 1 else LONGEST  # one long word: cut it where the limit falls
+            pieces.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
         if sentence:
             pieces.append(sentence)
     return pieces
 
 
-class SpeechModel:
+class SpeechModel(devices.Held):
     def __init__(self, model, tokenizer, device):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.capabilities = frozenset({SPEECH_OUT})
@@ -40,7 +40,8 @@ class SpeechModel:
         from transformers import AutoTokenizer, VitsModel
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = VitsModel.from_pretrained(folder).to(device).eval()  # float32: VITS' flows are unstable in half
+        model = VitsModel.from_pretrained(folder, variant=devices.weights_variant(folder)).to(device).eval()
+        # float32 on any device: VITS' flows are unstable in half precision
         return cls(model, tokenizer, device)
 
     def speak(self, text: str) -> Iterator:
@@ -52,15 +53,11 @@ class SpeechModel:
         spoken = False
         for sentence in sentences(text):
             inputs = self.tokenizer(sentence, return_tensors="pt").to(self.device)
-            if inputs["input_ids"].shape[1] == 0:
-                continue  # nothing this model's alphabet can say (another script, only symbols)
+            if not (inputs["input_ids"] != self.tokenizer.pad_token_id).any():
+                continue  # nothing this model's alphabet can say (another script, only symbols): only blanks
             with torch.inference_mode():
                 samples = self.model(**inputs).waveform[0].float().cpu().numpy()
             if spoken:
                 yield pause
             spoken = True
             yield samples
-
-    def close(self) -> None:
-        self.model = None
-        devices.release(self.device)

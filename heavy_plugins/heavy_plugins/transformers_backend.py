@@ -56,7 +56,8 @@ class TransformersBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(where).eval()
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
+                                                     variant=devices.weights_variant(model_path)).to(where).eval()
         return TextModel(model, tokenizer, where, n_ctx)
 
 
@@ -143,7 +144,7 @@ def eos_ids(model, tokenizer) -> set[int]:
     return found
 
 
-class TextModel:
+class TextModel(devices.Held):
     """One loaded causal language model. Not thread-safe: the engine runs one step at a time."""
 
     def __init__(self, model, tokenizer, device, n_ctx: int):
@@ -165,7 +166,3 @@ class TextModel:
 
         ids = torch.tensor([prepared.payload], device=self.device)
         yield from decode(self.model, self.tokenizer, {"input_ids": ids}, self.n_ctx, options, self.eos)
-
-    def close(self) -> None:
-        self.model = None
-        devices.release(self.device)

@@ -15,7 +15,7 @@ def _parts(content) -> list[dict]:
     return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
-class VisionModel:
+class VisionModel(devices.Held):
     """One loaded vision-language model with its processor; the images (JPEG bytes) go into the last turn."""
 
     def __init__(self, model, processor, device, dtype, n_ctx: int):
@@ -29,7 +29,8 @@ class VisionModel:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         processor = AutoProcessor.from_pretrained(folder)
-        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype).to(device).eval()
+        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype,
+                                                            variant=devices.weights_variant(folder)).to(device).eval()
         return cls(model, processor, device, dtype, n_ctx)
 
     def prepare(self, messages: list[dict], images: list | None = None) -> Prepared:
@@ -54,7 +55,3 @@ class VisionModel:
                     value = value.to(self.dtype)
             inputs[key] = value
         yield from decode(self.model, self.processor.tokenizer, inputs, self.n_ctx, options, self.eos)
-
-    def close(self) -> None:
-        self.model = None
-        devices.release(self.device)
