@@ -90,9 +90,9 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
             release_free_heap()
 
     install_guard(app, settings, api_key)
-    from .api import chat, generate, heavy, model, pages, web
+    from .api import chat, generate, heavy, model, ollama, openai, pages, web
 
-    for module in (model, heavy, generate, chat, pages, web):
+    for module in (model, heavy, generate, chat, pages, web, openai, ollama):
         app.register_blueprint(module.bp)
     app.register_blueprint(pages.docs_blueprint())
     return app

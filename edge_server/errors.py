@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
-from flask import Flask, jsonify
+from flask import Flask, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("edge_server")
@@ -103,8 +104,19 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
                415: "unsupported_media_type"}
 
 
+# Error bodies by path prefix, for the dialects whose clients read their own shape (api/openai.py, api/ollama.py).
+_SHAPES: dict[str, Callable[[str, str, int], dict]] = {}
+
+
+def register_shape(prefix: str, shape: Callable[[str, str, int], dict]) -> None:
+    """Answer errors under `prefix` as `shape(detail, code, status)` instead of {"detail", "code"}."""
+    _SHAPES[prefix] = shape
+
+
 def error_body(detail: str, code: str, status: int, headers=None):
-    response = jsonify({"detail": detail, "code": code})
+    path = request.path if has_request_context() else ""
+    shape = next((shape for prefix, shape in _SHAPES.items() if path.startswith(prefix)), None)
+    response = jsonify(shape(detail, code, status) if shape else {"detail": detail, "code": code})
     response.status_code = status
     response.headers.update(headers or {})
     return response

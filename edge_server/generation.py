@@ -64,9 +64,10 @@ def _as_edge_error(exc: BaseException) -> EdgeError:
 class Answer:
     """An answer being streamed. Iterate for text; closing it (or the end) stores the turn and frees the model."""
 
-    def __init__(self, generator: "Generator", running: RunningModel, chat_id: str, prompt: str,
+    def __init__(self, generator: "Generator", running: RunningModel, chat_id: str | None, prompt: str,
                  prepared: Prepared, options: GenerationOptions, abandoned: Callable[[], bool], n_images: int,
-                 finish: bool, stop_asked: threading.Event, asked_at: float):
+                 finish: bool, stop_asked: threading.Event, asked_at: float, load_seconds: float = 0.0):
+        """chat_id None: a stateless request (the OpenAI and Ollama dialects): nothing is stored."""
         self._gen, self._running, self._chat_id, self._prompt = generator, running, chat_id, prompt
         self._n_images, self._finish = n_images, finish
         # finish: the client wants the whole answer stored even if it goes away (a phone's screen locks).
@@ -78,7 +79,29 @@ class Answer:
         self._started = time.perf_counter()
         self._asked_at = asked_at  # when the request reached the generation layer (queue wait included)
         self._tokens, self._first_at, self._last_at = 0, None, None
+        self.prompt_tokens = prepared.n_tokens
+        self._budget = min(options.max_new_tokens, running.model.n_ctx - prepared.n_tokens)
+        self._load_seconds = load_seconds
+        self._stopped_by_string = False
+        self.failed: EdgeError | None = None  # the model failed after the stream began (it ended early)
         self._chunks = self._produce(prepared, options)
+
+    @property
+    def completion_tokens(self) -> int:
+        return self._tokens
+
+    @property
+    def finish_reason(self) -> str:
+        """"length" when the answer used all the tokens it could have, else "stop" (end of text, a stop string)."""
+        return "length" if not self._stopped_by_string and self._tokens >= self._budget else "stop"
+
+    @property
+    def durations(self) -> dict:
+        """Nanoseconds, as Ollama reports them: in all, loading the model, reading the prompt, generating."""
+        now, first = time.perf_counter(), self._first_at or time.perf_counter()
+        ns = lambda seconds: int(max(seconds, 0) * 1e9)  # noqa: E731
+        return {"total": ns(now - self._asked_at), "load": ns(self._load_seconds),
+                "prompt": ns(first - self._started), "eval": ns((self._last_at or first) - first)}
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -102,9 +125,10 @@ class Answer:
         except StopIteration:
             self.close()
             raise
-        except Exception:
+        except Exception as exc:
             # The status line is sent: end the stream cleanly with what was said, and log why.
             log.exception("generation failed mid-stream on %s", self._running.spec.name)
+            self.failed = EdgeError("The model failed while answering.", status=500, code="generation_failed")
             self.close()
             raise StopIteration from None
         except BaseException:
@@ -125,6 +149,7 @@ class Answer:
                 if text:
                     self._parts.append(text)
                     yield text
+                self._stopped_by_string = stopped
                 if stopped or self._running.stopping.is_set() or self._stop_asked.is_set() or self._abandoned():
                     return
             tail = scanner.flush()
@@ -157,16 +182,17 @@ class Answer:
             self._chunks.close()
             answer = self.text
             # An empty answer is not stored: two user turns in a row break many chat templates.
-            if answer.strip():
+            if answer.strip() and self._chat_id is not None:
                 self._gen.chats.add_exchange(self._running.spec.name, self._chat_id, self._prompt, answer,
                                              n_images=self._n_images)
-            log.info("answered %s/%s: %d chars in %.2fs", self._running.spec.name, self._chat_id, len(answer),
+            log.info("answered %s/%s: %d chars in %.2fs", self._running.spec.name, self._chat_id or "-", len(answer),
                      time.perf_counter() - self._started)
             self._gen.metrics.answered(self._running.spec.name, self._tokens,
                                        self._first_at and self._first_at - self._asked_at,
                                        (self._last_at or 0) - (self._first_at or 0))
         finally:
-            self._gen.forget(self._running.spec.name, self._chat_id, self._stop_asked)
+            if self._chat_id is not None:
+                self._gen.forget(self._running.spec.name, self._chat_id, self._stop_asked)
             self._running.slot.release()
             self._gen.limit.give_back()
             if self._n_images:
@@ -220,6 +246,56 @@ class Generator:
                         stop_asked, asked_at)
         answer.prime()
         return answer
+
+    def complete(self, model_name, messages: list[dict] | None, options: GenerationOptions,
+                 images: list[Callable[[], bytes]] | None = None, raw: str | None = None,
+                 abandoned: Callable[[], bool] | None = None, n_ctx: int | None = None,
+                 keep_alive: float | None = None) -> Answer:
+        """A stateless answer, for the OpenAI and Ollama dialects: the whole conversation comes with the
+        request (or, with `raw`, a text to continue as it is), and nothing is stored.
+
+        Same queue, engine, stop strings and stop on disconnect as `start`. A model that is installed but
+        not running is loaded first (n_ctx: the request's, else the catalog's default), as Ollama does."""
+        asked_at = time.perf_counter()
+        abandoned = abandoned or (lambda: False)
+        size = len((raw if raw is not None else "".join(m["content"] for m in messages)).encode("utf-8"))
+        if size > self.settings.max_prompt_bytes:
+            raise EdgeError(f"The prompt is {size} bytes; the limit is {self.settings.max_prompt_bytes}.",
+                            status=413, code="prompt_too_large")
+        if raw is not None and images:
+            raise EdgeError("Images need the model's chat template; send them without raw.", status=400,
+                            code="invalid_request")
+        running, load_seconds = self.ready(model_name, n_ctx, keep_alive)
+        self.require(running.spec.name, vision=bool(images))
+        with ExitStack() as undo:
+            self.limit.take()
+            undo.callback(self.limit.give_back)
+            images = [load() for load in images or ()]
+            try:
+                running.slot.acquire(abandoned)
+            except Busy:
+                self.metrics.refusals.labels(running.spec.name).inc()
+                raise
+            undo.callback(running.slot.release)
+            model = running.model
+            prepared = model.prepare_raw(raw) if raw is not None else model.prepare(messages, images)
+            if prepared.n_tokens >= model.n_ctx:
+                raise ContextLengthExceeded(
+                    f"The prompt is {prepared.n_tokens} tokens; the model's context holds {model.n_ctx}.")
+            undo.pop_all()
+        answer = Answer(self, running, None, "", prepared, options, abandoned, len(images), False,
+                        threading.Event(), asked_at, load_seconds)
+        answer.prime()
+        return answer
+
+    def ready(self, model_name, n_ctx: int | None = None, keep_alive: float | None = None) -> tuple[RunningModel, float]:
+        """The running model, loaded first if it is installed but not running; and the seconds loading took."""
+        try:
+            return self.manager.get(model_name), 0.0
+        except ModelNotRunning:
+            began = time.perf_counter()
+            running = self.manager.launch(model_name, n_ctx, keep_alive, download=False)
+            return running, time.perf_counter() - began
 
     def stop(self, model_name: str, chat_id: str) -> bool:
         """End the answers for this chat: within a token, or before they begin if still waiting for the model.

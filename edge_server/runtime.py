@@ -11,7 +11,8 @@ from .backends import BackendRegistry, LoadedModel
 from .catalog import Catalog, ModelSpec
 from .cpu import default_threads
 from .engine import Engine
-from .errors import EdgeError, InsufficientMemory, InvalidRequest, ModelLoadError, ModelNotRunning
+from .errors import (EdgeError, InsufficientMemory, InvalidRequest, ModelLoadError, ModelNotInstalled,
+                     ModelNotRunning)
 from .memory import available_memory, release_free_heap
 from .metrics import Metrics
 from .queueing import ModelSlot, SlowWork
@@ -89,18 +90,24 @@ class ModelManager:
         # buffers hold; ask for the size it will use (GET /model/status reports it).
         return -(-n_ctx // CTX_BLOCK) * CTX_BLOCK
 
-    def launch(self, name, n_ctx=None, keep_alive: float | None = None, force: bool = False) -> RunningModel:
+    def launch(self, name, n_ctx=None, keep_alive: float | None = None, force: bool = False,
+               download: bool = True) -> RunningModel:
         """Download if needed, then load; a second launch with the same n_ctx only sets keep_alive.
 
         keep_alive: seconds idle before the model is unloaded (0: never; None: the setting). An
-        unloaded model is loaded again by the next request that needs it."""
+        unloaded model is loaded again by the next request that needs it. Without `download`, a model
+        not in the store is model_not_installed (the dialects load models, but never download them)."""
         spec = self.spec(name)
         wanted = self._resolve_n_ctx(spec, n_ctx)
         keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
         self._refuse_while_downloading(spec.name)
         with self._lock(spec.name):
             try:
-                files = self.store.files(spec) or self._download(spec)
+                files = self.store.files(spec)
+                if files is None and not download:
+                    raise ModelNotInstalled(f"Model {spec.name!r} is not installed; download it first (POST "
+                                            "/model/launch, POST /api/pull or the web page).")
+                files = files or self._download(spec)
                 current = self._running.get(spec.name)
                 if current is not None and current.requested == wanted:
                     current.keep_alive = keep_alive
@@ -142,6 +149,17 @@ class ModelManager:
         log.info("running %s", spec.name)
         self._watch_idle()
         return running
+
+    def pull(self, name) -> None:
+        """Download a model into the store without loading it (`edge-server pull`, POST /api/pull)."""
+        spec = self.spec(name)
+        self._refuse_while_downloading(spec.name)
+        with self._lock(spec.name):
+            try:
+                if self.store.files(spec) is None:
+                    self._download(spec)
+            finally:
+                self._busy.pop(spec.name, None)
 
     def _reload(self, name: str) -> RunningModel:
         """Load again a model unloaded for being idle, as it was launched; never downloads."""

@@ -15,6 +15,8 @@ class GenerationOptions:
     top_p: float = 0.95
     top_k: int = 40
     repeat_penalty: float = 1.1
+    presence_penalty: float = 0.0  # OpenAI's: a flat penalty on tokens already in the answer
+    frequency_penalty: float = 0.0  # OpenAI's: a penalty growing with how often a token occurred
     seed: int | None = None  # None: a fresh random seed per request
     stop: tuple[str, ...] = ()  # strings that end the answer (not included in it)
 
@@ -35,6 +37,9 @@ class LoadedModel(Protocol):
 
     def prepare(self, messages: list[dict], images: list | None = None) -> Prepared:
         """Render `messages` ([{role, content}]) with the model's chat format, and count the tokens."""
+
+    def prepare_raw(self, text: str) -> Prepared:
+        """Tokenize `text` to be continued as it is, with no chat template (text completion)."""
 
     def stream(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
         """Yield the answer as complete UTF-8 text pieces; closing the iterator stops generation."""

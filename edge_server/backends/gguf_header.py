@@ -114,3 +114,46 @@ def memory_needs(path: Path, extra_files: int = 0, batch: int = 512) -> MemoryNe
     cache = sum(int(n) for n in per_layer) * (key + value) * 2
     work = batch * heads_max * 4  # one batch of attention scores (f32) against every cached token
     return MemoryNeeds(path.stat().st_size + extra_files, cache, work)
+
+
+# llama.cpp's llama_ftype: what general.file_type says about how the weights are quantized.
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+              12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+              19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
+              26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
+              36: "TQ1_0", 37: "TQ2_0"}
+
+
+def _human_count(n: int) -> str:
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else str(n)
+
+
+def describe(path: Path) -> dict:
+    """What a model list shows: architecture, parameter count (summed over the tensor infos), quantization,
+    trained context and chat template. Unreadable files give {}."""
+    try:
+        with open(path, "rb") as f:
+            reader = _Reader(f)
+            if f.read(4) != b"GGUF" or reader.unpack("I") < 2:
+                return {}
+            n_tensors, meta = reader.unpack("Q"), {}
+            for _ in range(reader.unpack("Q")):
+                key, kind = reader.string(), reader.unpack("I")
+                value = reader.value(kind)
+                if key in ("general.architecture", "general.file_type", "tokenizer.chat_template") or \
+                        key.endswith(".context_length"):
+                    meta[key] = value
+            parameters = 0
+            for _ in range(n_tensors):
+                reader.string()
+                count = 1
+                for _ in range(reader.unpack("I")):
+                    count *= reader.unpack("Q")
+                reader.unpack("I"), reader.unpack("Q")  # type, offset
+                parameters += count
+    except (OSError, ValueError, struct.error):
+        return {}
+    arch = meta.get("general.architecture", "")
+    return {"architecture": arch, "parameter_count": parameters, "parameter_size": _human_count(parameters),
+            "quantization": FILE_TYPES.get(meta.get("general.file_type"), ""),
+            "context_length": meta.get(f"{arch}.context_length"), "chat_template": meta.get("tokenizer.chat_template") or ""}

@@ -94,6 +94,10 @@ class LlamaCppModel:
         tokens = self.llm.tokenize(plain_prompt(messages).encode("utf-8"), add_bos=True, special=False)
         return Prepared(len(tokens), tokens, PLAIN_STOP)
 
+    def prepare_raw(self, text: str) -> Prepared:
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        return Prepared(len(tokens), tokens)
+
     def stream(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
         if prepared.images:
             from .vision import stream_vision
@@ -111,12 +115,13 @@ class LlamaCppModel:
             return
         # The prompt is read in pieces; each empty yield lets the engine cancel the stream or step another.
         yield from self._read_prompt(prepared.payload)
-        if options.temperature == 0:
+        if options.temperature == 0 and not (options.presence_penalty or options.frequency_penalty):
             tokens = self._greedy(options.repeat_penalty)
         else:  # finds the whole prompt cached and samples at once
             tokens = llm.generate(
                 prepared.payload, top_k=options.top_k, top_p=options.top_p, temp=options.temperature,
-                repeat_penalty=options.repeat_penalty,
+                repeat_penalty=options.repeat_penalty, presence_penalty=options.presence_penalty,
+                frequency_penalty=options.frequency_penalty,
             )
         try:
             for count, token in enumerate(tokens, 1):

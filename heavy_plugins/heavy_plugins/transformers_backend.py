@@ -161,6 +161,10 @@ class TextModel(devices.Held):
         ids = self.tokenizer(plain_prompt(messages))["input_ids"]
         return Prepared(len(ids), ids, PLAIN_STOP)
 
+    def prepare_raw(self, text: str) -> Prepared:
+        ids = self.tokenizer(text)["input_ids"]
+        return Prepared(len(ids), ids)
+
     def stream(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
         import torch
 

@@ -46,6 +46,10 @@ class VisionModel(devices.Held):
         n = int(inputs["input_ids"].shape[1])
         return Prepared(n, inputs, images=list(images or ()), text_tokens=n)
 
+    def prepare_raw(self, text: str) -> Prepared:
+        inputs = self.processor.tokenizer(text, return_tensors="pt")
+        return Prepared(int(inputs["input_ids"].shape[1]), inputs)
+
     def stream(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
         inputs = {}
         for key, value in prepared.payload.items():
