@@ -80,18 +80,22 @@ def launch_times(root: Path, repos: dict) -> None:
 
 
 def gemma(tokens: int, rounds: int) -> None:
+    import torch
     from heavy_plugins import device
     from heavy_plugins.transformers_backend import TextModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from edge_server.backends import GenerationOptions
     from edge_server.backends.llamacpp import LlamaCppBackend
+    from edge_server.cpu import default_threads
 
     path = default_model()
     messages = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
     options = GenerationOptions(max_new_tokens=tokens, temperature=0)
+    threads, _ = default_threads()  # both backends on the server's default thread count
+    torch.set_num_threads(threads)
     began = time.perf_counter()
-    lite = LlamaCppBackend().load(path, n_ctx=1024)
+    lite = LlamaCppBackend().load(path, n_ctx=1024, n_threads=threads)
     lite_load = time.perf_counter() - began
     device.quiet()
     began = time.perf_counter()
@@ -114,8 +118,8 @@ def gemma(tokens: int, rounds: int) -> None:
     for _ in range(rounds):
         for label, backend in zip(results, (lite, heavy)):
             results[label].append(run(backend))
-    print(f"\nGemma 3 270M, greedy, {tokens} tokens, median of {rounds} (load: llama.cpp {lite_load:.1f} s, "
-          f"transformers {heavy_load:.1f} s)")
+    print(f"\nGemma 3 270M, greedy, {tokens} tokens, {threads} threads, median of {rounds} (load: llama.cpp "
+          f"{lite_load:.1f} s, transformers {heavy_load:.1f} s)")
     print("backend                       first token   tokens/s   pieces")
     for label, runs in results.items():
         print(f"  {label:<27} {statistics.median(r[0] for r in runs) * 1000:8.0f} ms  "

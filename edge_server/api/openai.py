@@ -14,7 +14,7 @@ from flask import Blueprint, jsonify
 from ..backends import GenerationOptions
 from ..errors import EdgeError, InvalidRequest, register_shape
 from . import edge
-from .dialects import ImageParts, check_stop, installed_models, stream_response
+from .dialects import SLOT, ImageParts, check_stop, installed_models, stream_response, template
 from .generate import client_gone
 from .validation import MAX_TOKENS, field, json_body
 
@@ -143,8 +143,10 @@ def chat_completions():
             yield _sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": _usage(answer)})
         yield _sse("[DONE]")
 
+    piece = template({**head, "object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": {"content": SLOT}, "finish_reason": None, "logprobs": None}]})
     return stream_response(answer, "text/event-stream", [chunk({"role": "assistant", "content": ""})],
-                           lambda text: chunk({"content": text}), closing, _error_event)
+                           lambda text: f"data: {piece(text)}\n\n", closing, _error_event)
 
 
 def _error_event(exc: EdgeError) -> str:
@@ -180,4 +182,6 @@ def completions():
             yield _sse({**head, "choices": [], "usage": _usage(answer)})
         yield _sse("[DONE]")
 
-    return stream_response(answer, "text/event-stream", [], chunk, closing, _error_event)
+    piece = template({**head, "choices": [{"text": SLOT, "index": 0, "logprobs": None, "finish_reason": None}]})
+    return stream_response(answer, "text/event-stream", [], lambda text: f"data: {piece(text)}\n\n", closing,
+                           _error_event)
