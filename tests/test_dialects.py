@@ -159,7 +159,8 @@ def test_ollama_lists_shows_chats_and_generates(server, ol):
     said = ol.generate(model="gemma", prompt="What is the capital of France?", system="Answer in one word.",
                        options={"temperature": 0, "num_predict": 16})
     assert said.response.strip() and said.done
-    limited = ol.generate(model="gemma", prompt="Tell me a story.", options={"num_predict": 5})
+    limited = ol.generate(model="gemma", prompt="Write a long story about a lighthouse keeper.",
+                          options={"num_predict": 5, "temperature": 0})
     assert limited.done_reason == "length" and limited.eval_count == 5
     looked = ol.chat(model="tiny-vision", messages=[{"role": "user", "content": "What is it?",
                                                      "images": [png("blue")]}], options={"num_predict": 4})
@@ -200,23 +201,26 @@ def test_the_dialects_and_the_seed_endpoints_queue_in_turn(server, oa, ol):
     """Three clients, one model: each waits its turn, in the order they asked."""
     started, first_byte = {}, {}
     auth = {"Authorization": f"Bearer {KEY}"}
+    story = "Write a long story about a lighthouse keeper."  # greedy: a second of text, no early end
 
     def seed():
         started["seed"] = time.perf_counter()
         with requests.post(f"{server.url}/generate/fromtext", headers=auth, stream=True, timeout=60,
-                           json={"model_name": "gemma", "prompt": "Tell me a story.", "max_new_tokens": 48,
+                           json={"model_name": "gemma", "prompt": story, "max_new_tokens": 48, "temperature": 0,
                                  "chat_id": "queue"}) as response:
             for _ in response.iter_content(chunk_size=None):
                 first_byte.setdefault("seed", time.perf_counter())
 
     def openai_client():
         started["openai"] = time.perf_counter()
-        for _ in oa.chat.completions.create(model="gemma", messages=FRANCE, max_tokens=48, stream=True):
+        for _ in oa.chat.completions.create(model="gemma", messages=[{"role": "user", "content": story}],
+                                            max_tokens=48, temperature=0, stream=True):
             first_byte.setdefault("openai", time.perf_counter())
 
     def ollama_client():
         started["ollama"] = time.perf_counter()
-        for _ in ol.chat(model="gemma", messages=FRANCE, stream=True, options={"num_predict": 48}):
+        for _ in ol.chat(model="gemma", messages=[{"role": "user", "content": story}], stream=True,
+                         options={"num_predict": 48, "temperature": 0}):
             first_byte.setdefault("ollama", time.perf_counter())
 
     threads = []
@@ -253,7 +257,7 @@ def test_openai_retries_a_busy_model_and_a_closed_stream_frees_it(busy_server):
     stream.close()  # leaving early: the model is free within a token, long before 400 tokens (8 s here)
     began = time.perf_counter()
     while (free := requests.post(f"{live.url}/v1/chat/completions", timeout=30, json={
-            "model": "gemma", "messages": FRANCE, "max_tokens": 8})).status_code == 503:
+            "model": "gemma", "messages": FRANCE, "max_tokens": 8, "temperature": 0})).status_code == 503:
         assert time.perf_counter() - began < 3
         time.sleep(0.05)
     assert free.status_code == 200 and free.json()["choices"][0]["message"]["content"]
