@@ -229,15 +229,7 @@ class Generator:
         with ExitStack() as undo:  # if anything below fails, give back what was taken
             self._remember(name, chat_id, stop_asked)
             undo.callback(self.forget, name, chat_id, stop_asked)
-            self.limit.take()
-            undo.callback(self.limit.give_back)
-            images = [load() for load in images or ()]
-            try:
-                running.slot.acquire(lambda: abandoned() or stop_asked.is_set())
-            except Busy:
-                self.metrics.refusals.labels(name).inc()
-                raise
-            undo.callback(running.slot.release)
+            images = self._admit(undo, running, lambda: abandoned() or stop_asked.is_set(), images)
             prepared = self._fit(running, chat_id, self.chats.get(name, chat_id), prompt, options, images)
             if stop_asked.is_set():
                 raise ClientGone("The answer was stopped before it began.")
@@ -268,15 +260,7 @@ class Generator:
         running, load_seconds = self.ready(model_name, n_ctx, keep_alive)
         self.require(running.spec.name, vision=bool(images))
         with ExitStack() as undo:
-            self.limit.take()
-            undo.callback(self.limit.give_back)
-            images = [load() for load in images or ()]
-            try:
-                running.slot.acquire(abandoned)
-            except Busy:
-                self.metrics.refusals.labels(running.spec.name).inc()
-                raise
-            undo.callback(running.slot.release)
+            images = self._admit(undo, running, abandoned, images)
             model = running.model
             prepared = model.prepare_raw(raw) if raw is not None else model.prepare(messages, images)
             if prepared.n_tokens >= model.n_ctx:
@@ -296,6 +280,20 @@ class Generator:
             began = time.perf_counter()
             running = self.manager.launch(model_name, n_ctx, keep_alive, download=False)
             return running, time.perf_counter() - began
+
+    def _admit(self, undo: ExitStack, running: RunningModel, gone: Callable[[], bool], images=()) -> list[bytes]:
+        """Take a place among the server's slow work, load the images, then wait for the model's turn (FIFO;
+        503 busy past the queue); `undo` gives both back if what follows fails. Returns the images."""
+        self.limit.take()
+        undo.callback(self.limit.give_back)
+        loaded = [load() for load in images or ()]
+        try:
+            running.slot.acquire(gone)
+        except Busy:
+            self.metrics.refusals.labels(running.spec.name).inc()
+            raise
+        undo.callback(running.slot.release)
+        return loaded
 
     def stop(self, model_name: str, chat_id: str) -> bool:
         """End the answers for this chat: within a token, or before they begin if still waiting for the model.
@@ -342,14 +340,7 @@ class Generator:
         abandoned = abandoned or (lambda: False)
         running = self.require(model_name, need=need)
         with ExitStack() as undo:
-            self.limit.take()
-            undo.callback(self.limit.give_back)
-            try:
-                running.slot.acquire(abandoned)
-            except Busy:
-                self.metrics.refusals.labels(running.spec.name).inc()
-                raise
-            undo.callback(running.slot.release)
+            self._admit(undo, running, abandoned)
             cancelled = lambda: abandoned() or running.stopping.is_set()  # noqa: E731
             job = running.engine.submit(lambda: work(running.model, cancelled))
             undo.callback(job.close)
