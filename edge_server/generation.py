@@ -125,7 +125,7 @@ class Answer:
         except StopIteration:
             self.close()
             raise
-        except Exception as exc:
+        except Exception:
             # The status line is sent: end the stream cleanly with what was said, and log why.
             log.exception("generation failed mid-stream on %s", self._running.spec.name)
             self.failed = EdgeError("The model failed while answering.", status=500, code="generation_failed")

@@ -291,7 +291,6 @@ def _paths() -> dict:
 def _dialect_paths() -> dict:
     """/v1 (OpenAI) and /api (Ollama): their own bodies and error shapes, described loosely here; the apps'
     own documentation is the reference. Fields not listed are accepted and ignored."""
-    number = {"type": "number"}
     model = {"type": "string", "minLength": 1, "examples": ["gemma-3-270m-it"]}
     errors = ("model_not_found", "model_not_installed", "busy", "context_length_exceeded", "generation_failed",
               "prompt_too_large", "model_not_multimodal", "image_invalid", "image_too_large", "too_many_images",

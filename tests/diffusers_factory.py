@@ -17,7 +17,7 @@ Gotcha (diffusers 0.42.1): ``PaellaVQModel`` lives in ``diffusers.pipelines.depr
 exported at the top level, so neither ``["diffusers", "PaellaVQModel"]`` (what ``save_pretrained`` records now)
 nor ``["wuerstchen", "PaellaVQModel"]`` (what the hub repo records) resolves on its own; only the full module path
 ``["diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model", "PaellaVQModel"]`` does.
-``register_wuerstchen_alias()`` makes the other two loadable. The builders write the hub spelling by default
+edge-server's heavy_plugins/pictures.py makes the other two loadable. The builders write the hub spelling by default
 (``vqgan_library="wuerstchen"``; or "module" / "diffusers").
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 
@@ -33,9 +32,9 @@ import torch  # noqa: E402
 
 # Spellings of the vqgan entry in model_index.json:
 #   "wuerstchen": what stabilityai/stable-cascade has (saved with diffusers 0.27, when the model lived in
-#                 diffusers.pipelines.wuerstchen); needs register_wuerstchen_alias() in diffusers >= 0.36.
+#                 diffusers.pipelines.wuerstchen); needs the alias heavy_plugins/pictures.py sets in diffusers >= 0.36.
 #   "module":     the full module path -- the only spelling 0.42.1 loads with no help.
-#   "diffusers":  what save_pretrained writes in 0.42.1; does NOT load back without register_wuerstchen_alias().
+#   "diffusers":  what save_pretrained writes in 0.42.1; does NOT load back without that alias.
 VQGAN_LIBRARIES = {
     "wuerstchen": "wuerstchen",
     "module": "diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model",
@@ -268,23 +267,6 @@ def build_sd(
 _SC_TEXT_HIDDEN = 32
 _SC_TEXT_PROJ = 32
 _SC_IMAGE_EMBED = 16
-
-
-def register_wuerstchen_alias() -> None:
-    """Make the hub spelling ``["wuerstchen", "PaellaVQModel"]`` (and the ``["diffusers", "PaellaVQModel"]`` that
-    ``save_pretrained`` writes in 0.42.1) loadable.
-
-    diffusers 0.36+ moved Wuerstchen to ``diffusers.pipelines.deprecated.wuerstchen``; ``from_pretrained`` resolves a
-    model_index library name via ``hasattr(diffusers.pipelines, name)``, so re-expose the old attribute. Passing
-    ``vqgan=...`` explicitly does NOT avoid the lookup (the type check resolves the library too). Idempotent."""
-    import diffusers
-    import diffusers.pipelines
-    import diffusers.pipelines.deprecated.wuerstchen as w
-
-    if not hasattr(diffusers.pipelines, "wuerstchen"):
-        setattr(diffusers.pipelines, "wuerstchen", w)
-    if not hasattr(diffusers, "PaellaVQModel"):
-        setattr(diffusers, "PaellaVQModel", w.PaellaVQModel)
 
 
 def _cascade_text_encoder(tok, n):

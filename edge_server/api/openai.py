@@ -21,6 +21,7 @@ from .validation import MAX_TOKENS, field, json_body
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 OWNER = "edge-server"
 
+
 def error_body(detail: str, code: str, status: int) -> dict:
     kind = ("authentication_error" if status == 401 else "permission_error" if status == 403
             else "invalid_request_error" if status < 500 else "server_error")
