@@ -189,6 +189,8 @@ def _answer(name: str, body: dict, messages, raw: str | None, images: ImageParts
                                     abandoned=client_gone(), n_ctx=num_ctx, keep_alive=keep_alive)
     if not stream:
         text = "".join(answer)
+        if answer.failed:
+            raise answer.failed
         return jsonify({"model": name, "created_at": now(), **shape(text), "done": True, **_stats(answer)})
 
     def line(payload: dict) -> str:

@@ -130,6 +130,8 @@ def chat_completions():
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
     if not stream:
         text = "".join(answer)
+        if answer.failed:
+            raise answer.failed
         return jsonify({**head, "object": "chat.completion", "choices": [{
             "index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": answer.finish_reason,
             "logprobs": None}], "usage": _usage(answer)})
@@ -171,6 +173,8 @@ def completions():
             "model": name}
     if not stream:
         text = "".join(answer)
+        if answer.failed:
+            raise answer.failed
         return jsonify({**head, "choices": [{"text": text, "index": 0, "logprobs": None,
                                              "finish_reason": answer.finish_reason}], "usage": _usage(answer)})
 
