@@ -14,37 +14,11 @@ from .memory import release_free_heap
 from .metrics import Metrics
 from .runtime import ModelManager, RunningModel
 from .settings import Settings
+from .stop_strings import StopScanner
 
 log = logging.getLogger("edge_server.generate")
 CANNOT = {TEXT: ("does not write text", "model_not_text"), VISION: ("does not read images", "model_not_multimodal"),
           IMAGE_OUT: ("does not draw pictures", "model_not_image"), SPEECH_OUT: ("does not speak", "model_not_speech")}
-
-
-class StopScanner:
-    """Cut the text at the first stop string, holding back any tail that might begin one."""
-
-    def __init__(self, stops):
-        self.stops = [s for s in stops if s]
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        buf = self.pending + text
-        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            self.pending = ""
-            return buf[:min(hits)], True
-        hold = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(buf)), hold, -1):
-                if buf.endswith(stop[:n]):
-                    hold = n
-                    break
-        self.pending = buf[len(buf) - hold:] if hold else ""
-        return buf[:len(buf) - hold], False
-
-    def flush(self) -> str:
-        text, self.pending = self.pending, ""
-        return text
 
 
 def _messages(chat: dict, turns: list[dict], prompt) -> list[dict]:

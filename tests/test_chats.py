@@ -8,7 +8,7 @@ import pytest
 
 from edge_server.backends import GenerationOptions
 from edge_server.chats import ChatStore, write_atomically
-from edge_server.generation import StopScanner
+from edge_server.stop_strings import StopScanner
 from edge_server.prompts import plain_prompt
 
 
