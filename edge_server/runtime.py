@@ -265,12 +265,17 @@ class ModelManager:
                 finally:
                     lock.release()
 
-    def kill(self, name) -> None:
-        """Stop a running model, or cancel its download (the part kept on disk resumes on the next launch)."""
-        self.catalog.get(name)
+    def cancel_download(self, name) -> bool:
+        """Cancel the model's download if one runs (the part kept on disk resumes on the next launch)."""
         cancel = self._cancels.get(name)
         if cancel is not None:
             cancel.set()
+        return cancel is not None
+
+    def kill(self, name) -> None:
+        """Stop a running model, or cancel its download (the part kept on disk resumes on the next launch)."""
+        self.catalog.get(name)
+        if self.cancel_download(name):
             return
         with self._lock(name):
             running = self._running.get(name)

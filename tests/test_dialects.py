@@ -180,6 +180,19 @@ def test_ollama_errors_and_key(server, ol):
 
 
 def test_ollama_pull_shows_progress_then_delete(server, ol, hub):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    hub.delay = 0.5  # seconds a piece: the download outlasts the client that starts it
+    with requests.post(f"{server.url}/api/pull", json={"model": PULLED}, headers=auth, stream=True) as leaving:
+        lines = leaving.iter_lines()
+        assert next(lines) == b'{"status": "pulling manifest"}'
+        assert b'"completed"' in next(lines)  # downloading now
+    began = time.perf_counter()  # the client left: its download is cancelled, not finished
+    while (status := requests.get(f"{server.url}/model/status", params={"model_name": PULLED},
+                                  headers=auth).json())["state"] == "downloading":
+        assert time.perf_counter() - began < 3
+        time.sleep(0.05)
+    assert status["state"] == "absent"
+
     hub.delay = 0.1  # a second or so for the tiny file: several progress lines
     try:
         progress = list(ol.pull(PULLED, stream=True))

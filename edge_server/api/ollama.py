@@ -262,14 +262,18 @@ def pull():
     def lines():
         worker = threading.Thread(target=work, name=f"pull-{name}", daemon=True)
         worker.start()
-        yield json.dumps({"status": "pulling manifest"}) + "\n"
-        digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
-        while worker.is_alive():
-            worker.join(0.25)
-            status = app.manager.status(name)
-            if status.get("bytes_total"):
-                yield json.dumps({"status": f"pulling {digest[7:19]}", "digest": digest,
-                                  "total": status["bytes_total"], "completed": status.get("bytes_done") or 0}) + "\n"
+        try:
+            yield json.dumps({"status": "pulling manifest"}) + "\n"
+            digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+            while worker.is_alive():
+                worker.join(0.25)
+                status = app.manager.status(name)
+                if status.get("bytes_total"):
+                    yield json.dumps({"status": f"pulling {digest[7:19]}", "digest": digest, "total":
+                                      status["bytes_total"], "completed": status.get("bytes_done") or 0}) + "\n"
+        finally:
+            if worker.is_alive():  # the client left (`ollama pull` cancelled): so does the download
+                app.manager.cancel_download(name)
         if "error" in outcome:
             yield json.dumps({"error": outcome["error"]}) + "\n"
             return
