@@ -24,10 +24,12 @@ def template(payload: dict) -> Callable[..., str]:
     return lambda *values: first + "".join(json.dumps(value) + part for value, part in zip(values, rest))
 
 
-def installed_models(app) -> list[dict]:
-    """The text models this mode can answer with that are on the device (running or not), newest first."""
+def installed_models(app, only: str | None = None) -> list[dict]:
+    """The text models this mode can answer with that are on the device (running or not), newest first;
+    with `only`, that one model if it is among them."""
+    names = app.catalog.names(app.settings.full)
     found = []
-    for name in app.catalog.names(app.settings.full):
+    for name in names if only is None else [only] if only in names else []:
         spec = app.catalog.get(name)
         files = app.store.files(spec) if spec.kind in (TEXT, "vision") else None
         if files is None:
@@ -39,6 +41,14 @@ def installed_models(app) -> list[dict]:
         found.append({"model_name": name, "spec": spec, "files": files, "vision": spec.kind == "vision",
                       "created": created, "size": app.store.installed_bytes(spec)})
     return sorted(found, key=lambda m: -m["created"])
+
+
+def whole_text(answer) -> str:
+    """A non-streamed answer: all its text, or the error if the model failed partway."""
+    text = "".join(answer)
+    if answer.failed:
+        raise answer.failed
+    return text
 
 
 def check_stop(stop) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from ..backends.gguf_header import describe
 from ..errors import EdgeError, InvalidRequest, ModelNotFound, register_shape
 from ..runtime import CTX_BLOCK
 from . import edge
-from .dialects import SLOT, ImageParts, check_stop, installed_models, stream_response, template
+from .dialects import SLOT, ImageParts, check_stop, installed_models, stream_response, template, whole_text
 from .generate import client_gone
 from .validation import MAX_TOKENS, field, json_body
 
@@ -117,9 +117,8 @@ def _entry(model: dict) -> dict:
 def _installed(name: str) -> dict:
     app = edge()
     app.catalog.get(name)  # unknown: model_not_found
-    for model in installed_models(app):
-        if model["model_name"] == name:
-            return model
+    for model in installed_models(app, only=name):
+        return model
     raise ModelNotFound(f"model '{name}' not found, try pulling it first")
 
 
@@ -188,9 +187,7 @@ def _answer(name: str, body: dict, messages, raw: str | None, images: ImageParts
     answer = app.generator.complete(name, messages, options, images=images.loaders, raw=raw,
                                     abandoned=client_gone(), n_ctx=num_ctx, keep_alive=keep_alive)
     if not stream:
-        text = "".join(answer)
-        if answer.failed:
-            raise answer.failed
+        text = whole_text(answer)
         return jsonify({"model": name, "created_at": now(), **shape(text), "done": True, **_stats(answer)})
 
     def line(payload: dict) -> str:

@@ -14,7 +14,7 @@ from flask import Blueprint, jsonify
 from ..backends import GenerationOptions
 from ..errors import EdgeError, InvalidRequest, register_shape
 from . import edge
-from .dialects import SLOT, ImageParts, check_stop, installed_models, stream_response, template
+from .dialects import SLOT, ImageParts, check_stop, installed_models, stream_response, template, whole_text
 from .generate import client_gone
 from .validation import MAX_TOKENS, field, json_body
 
@@ -45,7 +45,7 @@ def models():
 
 @bp.get("/models/<name>")
 def model(name: str):
-    found = [m for m in installed_models(edge()) if m["model_name"] == name]
+    found = installed_models(edge(), only=name)
     if not found:
         raise EdgeError(f"The model {name!r} does not exist or is not installed.", status=404,
                         code="model_not_found")
@@ -129,9 +129,7 @@ def chat_completions():
     answer = edge().generator.complete(name, messages, options, images=images.loaders, abandoned=client_gone())
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
     if not stream:
-        text = "".join(answer)
-        if answer.failed:
-            raise answer.failed
+        text = whole_text(answer)
         return jsonify({**head, "object": "chat.completion", "choices": [{
             "index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": answer.finish_reason,
             "logprobs": None}], "usage": _usage(answer)})
@@ -172,9 +170,7 @@ def completions():
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": name}
     if not stream:
-        text = "".join(answer)
-        if answer.failed:
-            raise answer.failed
+        text = whole_text(answer)
         return jsonify({**head, "choices": [{"text": text, "index": 0, "logprobs": None,
                                              "finish_reason": answer.finish_reason}], "usage": _usage(answer)})
 
