@@ -15,7 +15,7 @@ def dialect_paths() -> dict:
     part = {"oneOf": [_object(["type", "text"], type={"const": "text"}, text={"type": "string"}),
                       _object(["type", "image_url"], type={"const": "image_url"}, image_url={"anyOf": [
                           {"type": "string"}, _object(["url"], url={"type": "string"})]})]}
-    message = _object(["role"], role={"enum": ["system", "developer", "user", "assistant", "tool"]},
+    message = _object(["role"], role={"enum": ["system", "developer", "user", "assistant", "tool", "function"]},
                       content={"anyOf": [{"type": "string"}, {"type": "array", "items": part}]})
     sampling = {"max_tokens": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
                 "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
