@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="load models even when their estimate passes the memory available (EDGE_MEMORY_CHECK=0)")
     common.add_argument("--n-threads", type=int, help="CPU threads a model computes with (EDGE_N_THREADS; default "
                                                        "one per performance core)")
+    common.add_argument("--parallel", type=int, help="streams one GGUF model answers at once, batched together "
+                                                     "(EDGE_PARALLEL; default 4, or fewer if memory is short)")
     common.add_argument("--full", action="store_true", default=None,
                         help="full mode: heavy torch backends from plugins (EDGE_FULL_MODE)")
     common.add_argument("--device", help="full mode: torch device, e.g. cpu, cuda, cuda:1, mps (EDGE_DEVICE; "
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.log_level, args.log_file or os.environ.get("EDGE_LOG_FILE"))
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
-                 "n_threads": args.n_threads, "keep_alive": args.keep_alive, "memory_check": args.memory_check,
+                 "n_threads": args.n_threads, "parallel": args.parallel, "keep_alive": args.keep_alive, "memory_check": args.memory_check,
                  "full": args.full, "device": args.device, "api_key": args.api_key, "no_auth": args.no_auth,
                  "allowed_hosts": args.allowed_hosts, "cors_origins": args.cors_origins}
     if args.command == "key":

@@ -40,9 +40,12 @@ class Answer:
 
     def __init__(self, generator: "Generator", running: RunningModel, chat_id: str | None, prompt: str,
                  prepared: Prepared, options: GenerationOptions, abandoned: Callable[[], bool], n_images: int,
-                 finish: bool, stop_asked: threading.Event, asked_at: float, load_seconds: float = 0.0):
-        """chat_id None: a stateless request (the OpenAI and Ollama dialects): nothing is stored."""
+                 finish: bool, stop_asked: threading.Event, asked_at: float, release: Callable[[], None],
+                 load_seconds: float = 0.0):
+        """chat_id None: a stateless request (the OpenAI and Ollama dialects): nothing is stored.
+        release gives back the request's place at the model."""
         self._gen, self._running, self._chat_id, self._prompt = generator, running, chat_id, prompt
+        self._release = release
         self._n_images, self._finish = n_images, finish
         # finish: the client wants the whole answer stored even if it goes away (a phone's screen locks).
         self._abandoned = (lambda: False) if finish else abandoned
@@ -167,7 +170,7 @@ class Answer:
         finally:
             if self._chat_id is not None:
                 self._gen.forget(self._running.spec.name, self._chat_id, self._stop_asked)
-            self._running.slot.release()
+            self._release()
             self._gen.limit.give_back()
             if self._n_images:
                 release_free_heap()  # decoding and encoding pictures leaves big freed blocks in the heap
@@ -203,13 +206,13 @@ class Generator:
         with ExitStack() as undo:  # if anything below fails, give back what was taken
             self._remember(name, chat_id, stop_asked)
             undo.callback(self.forget, name, chat_id, stop_asked)
-            images = self._admit(undo, running, lambda: abandoned() or stop_asked.is_set(), images)
+            images, release = self._admit(undo, running, lambda: abandoned() or stop_asked.is_set(), images)
             prepared = self._fit(running, chat_id, self.chats.get(name, chat_id), prompt, options, images)
             if stop_asked.is_set():
                 raise ClientGone("The answer was stopped before it began.")
             undo.pop_all()  # from here on the Answer gives them back when it closes
         answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()), finish,
-                        stop_asked, asked_at)
+                        stop_asked, asked_at, release)
         answer.prime()
         return answer
 
@@ -234,7 +237,7 @@ class Generator:
         running, load_seconds = self.ready(model_name, n_ctx, keep_alive)
         self.require(running.spec.name, vision=bool(images))
         with ExitStack() as undo:
-            images = self._admit(undo, running, abandoned, images)
+            images, release = self._admit(undo, running, abandoned, images)
             model = running.model
             prepared = model.prepare_raw(raw) if raw is not None else model.prepare(messages, images)
             if prepared.n_tokens >= model.n_ctx:
@@ -242,7 +245,7 @@ class Generator:
                     f"The prompt is {prepared.n_tokens} tokens; the model's context holds {model.n_ctx}.")
             undo.pop_all()
         answer = Answer(self, running, None, "", prepared, options, abandoned, len(images), False,
-                        threading.Event(), asked_at, load_seconds)
+                        threading.Event(), asked_at, release, load_seconds)
         answer.prime()
         return answer
 
@@ -255,19 +258,22 @@ class Generator:
             running = self.manager.launch(model_name, n_ctx, keep_alive, download=False)
             return running, time.perf_counter() - began
 
-    def _admit(self, undo: ExitStack, running: RunningModel, gone: Callable[[], bool], images=()) -> list[bytes]:
-        """Take a place among the server's slow work, load the images, then wait for the model's turn (FIFO;
-        503 busy past the queue); `undo` gives both back if what follows fails. Returns the images."""
+    def _admit(self, undo: ExitStack, running: RunningModel, gone: Callable[[], bool],
+               images=()) -> tuple[list[bytes], Callable[[], None]]:
+        """Take a place among the server's slow work, load the images, then wait for a place at the model
+        (FIFO; 503 busy past the queue; a request with images takes the whole model: the multimodal path
+        does not batch); `undo` gives both back if what follows fails. Returns the images and the function
+        that gives the model's place back."""
         self.limit.take()
         undo.callback(self.limit.give_back)
         loaded = [load() for load in images or ()]
         try:
-            running.slot.acquire(gone)
+            release = running.slot.acquire(gone, whole=bool(loaded))
         except Busy:
             self.metrics.refusals.labels(running.spec.name).inc()
             raise
-        undo.callback(running.slot.release)
-        return loaded
+        undo.callback(release)
+        return loaded, release
 
     def stop(self, model_name: str, chat_id: str) -> bool:
         """End the answers for this chat: within a token, or before they begin if still waiting for the model.

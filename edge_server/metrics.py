@@ -39,16 +39,22 @@ class Metrics:
 
     def watch(self, manager) -> None:
         """Report models running and queue depth from the manager at each scrape."""
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         class States:
             def collect(self):
                 running = list(manager.running())
                 yield GaugeMetricFamily("edge_models_running", "Models loaded and serving", value=len(running))
                 queued = GaugeMetricFamily("edge_queue_depth", "Requests waiting for the model", labels=["model"])
-                for name, waiting in running:
+                prompt = CounterMetricFamily("edge_prompt_tokens", "Prompt tokens since the model was loaded: "
+                                             "evaluated, or reused from a stream's cache", labels=["model", "how"])
+                for name, waiting, counts in running:
                     queued.add_metric([name], waiting)
+                    if counts is not None:
+                        prompt.add_metric([name, "evaluated"], counts[0])
+                        prompt.add_metric([name, "reused"], counts[1])
                 yield queued
+                yield prompt
                 yield GaugeMetricFamily("edge_uptime_seconds", "Seconds since the server started",
                                         value=time.time() - metrics.started)
 

@@ -138,7 +138,9 @@ def _paths() -> dict:
                      state={"enum": ["absent", "downloading", "loading", "installed", "running"]},
                      bytes_done={"type": ["integer", "null"]}, bytes_total={"type": ["integer", "null"]},
                      n_ctx={"type": "integer"}, n_threads={"type": "integer", "description": "CPU threads it computes with"},
-                     queued={"type": "integer"},
+                     parallel={"type": "integer", "description": "Streams it answers at once, decoded together"},
+                     active={"type": "integer", "description": "Of those, the ones answering now"},
+                     queued={"type": "integer", "description": "Requests waiting for a free stream"},
                      keep_alive={"type": "number", "description": "Seconds idle before it is unloaded (0: never)"},
                      idle_unloaded_at={"type": "integer", "description": "Unix time it was unloaded for being "
                                                                          "idle; the next request loads it again"})
@@ -194,6 +196,10 @@ def _paths() -> dict:
             body=_json(_object(["model_name"], model_name=MODEL_NAME, n_ctx={
                 "description": "Context size in tokens, rounded up to a multiple of 256; -1 or absent: the "
                                "model's default (capped at its trained context).", "anyOf": [{"const": -1}, {"type": "integer", "minimum": 16, "maximum": 1 << 20}]},
+                parallel={"type": "integer", "minimum": 1, "maximum": 16, "description": (
+                    "Streams it answers at once, batched together, each with n_ctx of context (GGUF models; "
+                    "full-mode models answer one at a time). Default: EDGE_PARALLEL, else 4, or fewer if the "
+                    "memory available holds fewer. A different value relaunches the model.")},
                 force={"type": "boolean", "default": False,
                        "description": "Load even if the memory check says it will not fit (507 insufficient_memory)"},
                 keep_alive={"type": "number", "minimum": 0, "maximum": 10 * 365 * 86400,

@@ -1,4 +1,4 @@
-"""Fair sharing: one generation at a time per model, waiting requests served in arrival order."""
+"""Fair sharing: `capacity` generations at a time per model, waiting requests served in arrival order."""
 from __future__ import annotations
 
 import math
@@ -12,39 +12,42 @@ from .errors import Busy, ClientGone, ModelNotRunning
 
 
 class ModelSlot:
-    """The right to use one loaded model, handed out first come, first served."""
+    """The right to use one loaded model, handed out first come, first served, to `capacity` holders at once
+    (the streams a model decodes together); a request that cannot share the model takes all of it."""
 
-    def __init__(self, name: str, queue_size: int):
+    def __init__(self, name: str, queue_size: int, capacity: int = 1):
         self.name = name
         self.queue_size = queue_size
+        self.capacity = capacity
         self._cond = threading.Condition()
         self._waiting: deque = deque()
-        self._busy = False
+        self._held = 0  # of capacity
         self.closed = False
-        self._since = 0.0  # when the current holder got the model
         self._idle_since = time.monotonic()  # when it was last given back (or loaded)
         self._hold = 5.0  # seconds one request holds the model, a running average (a first guess until measured)
 
-    def acquire(self, abandoned: Callable[[], bool] | None = None) -> None:
-        """Wait for the model; raise Busy if the queue is full, ModelNotRunning if it is killed."""
+    def acquire(self, abandoned: Callable[[], bool] | None = None, whole: bool = False) -> Callable[[], None]:
+        """Wait for a place (all of them with `whole`); raise Busy if the queue is full, ModelNotRunning if
+        it is killed. Returns the function that gives the place back."""
+        need = self.capacity if whole else 1
         with self._cond:
             self._check_open()
-            if not self._busy and not self._waiting:
-                self._take()
-                return
+            if self._held + need <= self.capacity and not self._waiting:
+                return self._take(need)
             if len(self._waiting) >= self.queue_size:
                 # Retry when the queue has about moved on by one: its length times the usual hold.
+                ahead = len(self._waiting) + 1
                 raise Busy(f"Model {self.name!r} is busy and {len(self._waiting)} requests are waiting.",
-                           retry_after=max(1, math.ceil(self._hold * (len(self._waiting) + 1))))
+                           retry_after=max(1, math.ceil(self._hold * ahead / self.capacity)))
             ticket = object()
             self._waiting.append(ticket)
             try:
-                while self._busy or self._waiting[0] is not ticket:
+                while self._held + need > self.capacity or self._waiting[0] is not ticket:
                     self._check_open()
                     if abandoned is not None and abandoned():
                         raise ClientGone("The client went away while waiting.")
                     self._cond.wait(0.2)
-                self._take()
+                return self._take(need)
             finally:
                 self._waiting.remove(ticket)
                 self._cond.notify_all()
@@ -53,16 +56,20 @@ class ModelSlot:
         if self.closed:
             raise ModelNotRunning(f"Model {self.name!r} was stopped.")
 
-    def _take(self) -> None:
-        self._busy, self._since = True, time.monotonic()
+    def _take(self, need: int) -> Callable[[], None]:
+        self._held += need
+        since, given = time.monotonic(), []
 
-    def release(self) -> None:
-        with self._cond:
-            if self._busy:
-                self._hold = 0.7 * self._hold + 0.3 * (time.monotonic() - self._since)
-            self._busy = False
-            self._idle_since = time.monotonic()
-            self._cond.notify_all()
+        def release() -> None:
+            with self._cond:
+                if given:
+                    return
+                given.append(True)
+                self._held -= need
+                self._hold = 0.7 * self._hold + 0.3 * (time.monotonic() - since)
+                self._idle_since = time.monotonic()
+                self._cond.notify_all()
+        return release
 
     def touch(self) -> bool:
         """A request is on its way to the model: its idle time starts again. False if it is closed."""
@@ -74,22 +81,27 @@ class ModelSlot:
         """Close the slot if nobody has used or asked for the model for `seconds`; a request arriving
         at the same moment either gets in first (and the model stays) or finds it closed."""
         with self._cond:
-            if self.closed or self._busy or self._waiting or time.monotonic() - self._idle_since < seconds:
+            if self.closed or self._held or self._waiting or time.monotonic() - self._idle_since < seconds:
                 return False
             self.closed = True
             return True
 
     def close(self) -> None:
-        """Refuse new and queued requests, then wait for the one generating to finish."""
+        """Refuse new and queued requests, then wait for the ones generating to finish."""
         with self._cond:
             self.closed = True
             self._cond.notify_all()
-            while self._busy:
+            while self._held:
                 self._cond.wait(0.2)
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def active(self) -> int:
+        """Places held now."""
+        return self._held
 
 
 class SlowWork:

@@ -21,6 +21,8 @@ from .store import ModelStore
 
 log = logging.getLogger("edge_server.models")
 CTX_BLOCK = 256  # llama.cpp's context granularity (and minimum)
+DEFAULT_PARALLEL = 4  # streams a GGUF model decodes together, when memory allows and nobody says otherwise
+MAX_PARALLEL = 16
 
 
 @dataclass
@@ -29,6 +31,7 @@ class RunningModel:
     model: LoadedModel
     slot: ModelSlot
     requested: int  # the n_ctx asked for, before capping to the trained context
+    parallel: int | None = None  # the streams asked for (None: chosen from the memory)
     keep_alive: float = 0  # seconds idle before it is unloaded (0: never)
     force: bool = False  # launched past the memory check (a reload after an idle unload is too)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -39,6 +42,7 @@ class RunningModel:
 class Unloaded:
     """A model unloaded for being idle: how to load it again, and when it went."""
     n_ctx: int
+    parallel: int | None
     keep_alive: float
     force: bool
     at: float
@@ -90,15 +94,26 @@ class ModelManager:
         # buffers hold; ask for the size it will use (GET /model/status reports it).
         return -(-n_ctx // CTX_BLOCK) * CTX_BLOCK
 
+    def _resolve_parallel(self, spec: ModelSpec, parallel) -> int | None:
+        if spec.heavy:
+            return 1  # torch models answer one request at a time
+        parallel = self.settings.parallel if parallel is None else parallel
+        if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int)
+                                     or not 1 <= parallel <= MAX_PARALLEL):
+            raise InvalidRequest(f"parallel must be an integer from 1 to {MAX_PARALLEL}.")
+        return parallel
+
     def launch(self, name, n_ctx=None, keep_alive: float | None = None, force: bool = False,
-               download: bool = True) -> RunningModel:
-        """Download if needed, then load; a second launch with the same n_ctx only sets keep_alive.
+               download: bool = True, parallel: int | None = None) -> RunningModel:
+        """Download if needed, then load; a second launch with the same n_ctx (and parallel, if given) only
+        sets keep_alive.
 
         keep_alive: seconds idle before the model is unloaded (0: never; None: the setting). An
         unloaded model is loaded again by the next request that needs it. Without `download`, a model
         not in the store is model_not_installed (the dialects load models, but never download them)."""
         spec = self.spec(name)
         wanted = self._resolve_n_ctx(spec, n_ctx)
+        parallel = self._resolve_parallel(spec, parallel)
         keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
         self._refuse_while_downloading(spec.name)
         with self._lock(spec.name):
@@ -109,42 +124,44 @@ class ModelManager:
                                             "/model/launch, POST /api/pull or the web page).")
                 files = files or self._download(spec)
                 current = self._running.get(spec.name)
-                if current is not None and current.requested == wanted:
+                if current is not None and current.requested == wanted and parallel in (None, current.slot.capacity):
                     current.keep_alive = keep_alive
                     self._watch_idle()
                 else:
-                    current = self._load(spec, files, wanted, keep_alive, force, current)
+                    current = self._load(spec, files, wanted, parallel, keep_alive, force, current)
                 self._unloaded.pop(spec.name, None)
                 return current
             finally:
                 self._busy.pop(spec.name, None)
 
-    def _load(self, spec: ModelSpec, files, wanted: int, keep_alive: float, force: bool,
+    def _load(self, spec: ModelSpec, files, wanted: int, parallel: int | None, keep_alive: float, force: bool,
               current: RunningModel | None) -> RunningModel:
-        """Load the model (in place of `current`, if running with another context); the caller holds its lock."""
+        """Load the model (in place of `current`, if running with another context); the caller holds its lock.
+
+        parallel None: DEFAULT_PARALLEL streams, or as many as the available memory holds (at least one)."""
         backend = self.registry.get(spec.backend)
         try:
             trained = backend.trained_context(files.model)
         except (ValueError, OSError) as exc:
             raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
         n = min(wanted, trained) if trained else wanted
-        if self.settings.memory_check and not force:
-            self._check_memory(spec, backend, files, n, current)
+        streams = self._check_memory(spec, backend, files, n, parallel, current, enforce=not force)
         self._busy[spec.name] = {"state": "loading"}
         if current is not None:
             self._stop(current)
         try:
-            log.info("loading %s (n_ctx=%d)", spec.name, n)
+            log.info("loading %s (n_ctx=%d, parallel=%d)", spec.name, n, streams)
             started = time.perf_counter()
             model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
                                  chat_handler=spec.chat_handler, n_threads=self.n_threads, kind=spec.kind,
-                                 device=self.settings.device)
+                                 device=self.settings.device, parallel=streams)
             self.metrics.loads.labels(spec.name).observe(time.perf_counter() - started)
         except (ValueError, RuntimeError, OSError, ImportError) as exc:  # ImportError: a heavy library is missing
             log.warning("loading %s failed: %s", spec.name, exc)
             raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
-        running = RunningModel(spec, model, ModelSlot(spec.name, self.settings.queue_size), wanted, keep_alive,
-                               force, engine=self.heavy_engine if spec.heavy else self.engine)
+        slot = ModelSlot(spec.name, self.settings.queue_size, capacity=getattr(model, "parallel", 1))
+        running = RunningModel(spec, model, slot, wanted, parallel, keep_alive, force,
+                               engine=self.heavy_engine if spec.heavy else self.engine)
         self._running[spec.name] = running
         log.info("running %s", spec.name)
         self._watch_idle()
@@ -173,32 +190,38 @@ class ModelManager:
                 raise ModelNotRunning(f"Model {name!r} is not running; POST /model/launch first.")
             log.info("loading %s again: a request needs it", spec.name)
             try:
-                running = self._load(spec, files, unloaded.n_ctx, unloaded.keep_alive, unloaded.force, None)
+                running = self._load(spec, files, unloaded.n_ctx, unloaded.parallel, unloaded.keep_alive,
+                                     unloaded.force, None)
             finally:
                 self._busy.pop(spec.name, None)
             self._unloaded.pop(spec.name, None)
             return running
 
-    def _check_memory(self, spec: ModelSpec, backend, files, n_ctx: int, current: RunningModel | None) -> None:
-        """Refuse a load that the system's available memory cannot hold (the estimate errs high)."""
+    def _check_memory(self, spec: ModelSpec, backend, files, n_ctx: int, parallel: int | None,
+                      current: RunningModel | None, enforce: bool) -> int:
+        """The streams to load with: `parallel`, or (None) DEFAULT_PARALLEL or fewer if the available memory
+        holds fewer. Refuses a load that the available memory cannot hold (the estimate errs high)."""
         try:
             needs = backend.memory_needs(files.model, files.mmproj) if hasattr(backend, "memory_needs") else None
         except (ValueError, OSError):
             needs = None  # an unreadable header fails the load itself, with its own message
-        available = available_memory(self.settings.meminfo_path)
+        available = available_memory(self.settings.meminfo_path) if self.settings.memory_check else None
         if needs is None or available is None:
-            return
+            return parallel or DEFAULT_PARALLEL
         if current is not None:  # a relaunch with another context: the running copy goes first
-            available += needs.at(current.model.n_ctx)
-        if needs.at(n_ctx) <= available:
-            return
-        largest = needs.largest_context(available)
+            available += needs.at(current.model.n_ctx, current.slot.capacity)
+        streams = parallel or next((p for p in range(DEFAULT_PARALLEL, 1, -1) if needs.at(n_ctx, p) <= available), 1)
+        if not enforce or needs.at(n_ctx, streams) <= available:
+            return streams
+        largest = needs.largest_context(available, streams)
         gb = lambda size: f"{size / 1e9:.2f} GB"  # noqa: E731
         advice = (f"At n_ctx {largest} it would fit" if largest >= CTX_BLOCK else "It does not fit at any context size")
+        each, fewer = (f" for each of {streams} streams", 'send a smaller "parallel", ') if streams > 1 else ("", "")
         raise InsufficientMemory(
-            f"Model {spec.name!r} needs about {gb(needs.at(n_ctx))} at n_ctx {n_ctx} (weights {gb(needs.weights)}, "
-            f"context {gb(n_ctx * (needs.cache_per_token + needs.work_per_token))}, runtime {gb(needs.fixed)}); "
-            f"{gb(available)} is available. {advice}; close other apps, or send \"force\": true to load it anyway.")
+            f"Model {spec.name!r} needs about {gb(needs.at(n_ctx, streams))} at n_ctx {n_ctx}{each} (weights "
+            f"{gb(needs.weights)}, context {gb(n_ctx * (streams * needs.cache_per_token + needs.work_per_token))}, "
+            f"runtime {gb(needs.fixed)}); {gb(available)} is available. {advice}; close other apps, "
+            f"{fewer}or send \"force\": true to load it anyway.")
 
     def _download(self, spec: ModelSpec):
         """Download, holding a place among the server's slow work; kill or delete cancels it."""
@@ -256,8 +279,8 @@ class ModelManager:
                     if self._running.get(running.spec.name) is running and running.slot.close_if_idle(
                             running.keep_alive):
                         # Noted first: a request arriving meanwhile waits for the lock, then loads it again.
-                        self._unloaded[running.spec.name] = Unloaded(running.requested, running.keep_alive,
-                                                                     running.force, time.time())
+                        self._unloaded[running.spec.name] = Unloaded(running.requested, running.parallel,
+                                                                     running.keep_alive, running.force, time.time())
                         self._stop(running)
                         log.info("unloaded %s after %g s idle", running.spec.name, running.keep_alive)
                 except Exception:  # keep watching the other models
@@ -319,7 +342,8 @@ class ModelManager:
             body.update(busy)
         elif running is not None:
             body.update(state="running", n_ctx=getattr(running.model, "n_ctx", None), n_threads=self.n_threads,
-                        queued=running.slot.waiting, keep_alive=running.keep_alive)
+                        parallel=running.slot.capacity, active=running.slot.active, queued=running.slot.waiting,
+                        keep_alive=running.keep_alive)
         elif self.store.files(spec) is not None:
             body["state"] = "installed"
             if spec.name in self._unloaded:
@@ -335,8 +359,9 @@ class ModelManager:
                 for name in self.catalog.names(self.settings.full) for spec in [self.catalog.get(name)]]
 
     def running(self):
-        """(name, requests waiting) of each running model."""
-        return [(name, running.slot.waiting) for name, running in list(self._running.items())]
+        """(name, requests waiting, (prompt tokens evaluated, found in the cache) or None) of each running model."""
+        return [(name, running.slot.waiting, getattr(running.model, "prompt_tokens", None))
+                for name, running in list(self._running.items())]
 
     def stop_streams(self) -> None:
         """Ask every stream to end now (server shutdown); the models stay loaded."""

@@ -38,6 +38,7 @@ class Settings:
     disk_margin_bytes: int = 64 * 1024 * 1024  # free disk a download must leave (507 insufficient_storage)
     default_n_ctx: int = 8192  # n_ctx used by /model/launch when the body omits it
     n_threads: int | None = None  # CPU threads a model computes with (None: one per performance core, cpu.py)
+    parallel: int | None = None  # streams one GGUF model decodes together (None: 4, or fewer if memory is short)
     hf_endpoint: str | None = None  # Hugging Face hub URL (HF_ENDPOINT); None means huggingface.co
     hf_token: str | None = None  # token for gated repos (HF_TOKEN)
     hf_offline: bool = False  # never reach the hub, only use files already in the store (HF_HUB_OFFLINE)

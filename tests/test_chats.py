@@ -251,16 +251,17 @@ def test_chat_store_unit(tmp_path):
 def test_follow_up_turns_reuse_the_cached_prefix(running, tiny_app):
     """Turn 2 evaluates only what is new, not the whole chat again."""
     model = tiny_app.extensions["edge_server"].manager.get("tiny").model
-    from test_hardening import record_reads
+    from test_hardening import cache_use
 
-    reads = record_reads(model)  # (tokens already in the KV cache, tokens read) for each evaluation
     ask(running, "first question " * 5, max_new_tokens=20)
     first_prompt = model.prepare([{"role": "user", "content": "first question " * 5}]).n_tokens
-    reads.clear()
+    since = cache_use(model)
     ask(running, "second", max_new_tokens=20)
+    evaluated, reused = since()
     full = model.prepare([{"role": t["role"], "content": t["content"]} for t in history(running)["turns"][:3]])
     assert first_prompt > 80 and full.n_tokens > first_prompt + 20
-    assert reads[0][0] >= first_prompt - 1, (reads[0], first_prompt)  # only what is new was read
+    assert reused >= first_prompt - 1, (reused, first_prompt)  # only what is new was read
+    assert evaluated + reused == full.n_tokens and evaluated <= full.n_tokens - first_prompt + 1
 
 
 def test_a_big_last_exchange_is_kept_when_it_fits(make_app, tiny_gguf):

@@ -249,8 +249,8 @@ def test_the_dialects_and_the_seed_endpoints_queue_in_turn(server, oa, ol):
 
 @pytest.fixture
 def busy_server(make_app, gemma_gguf):
-    """Gemma with no queue: a second request while one streams gets 503 busy at once."""
-    app = make_app({"gemma": {"path": str(gemma_gguf), "n_ctx": 1024}}, queue_size=0)
+    """Gemma answering one at a time with no queue: a second request while one streams gets 503 busy at once."""
+    app = make_app({"gemma": {"path": str(gemma_gguf), "n_ctx": 1024}}, queue_size=0, parallel=1)
     assert app.test_client().post("/model/launch", json={"model_name": "gemma"}).status_code == 200
     live = LiveServer(app)
     yield app, live

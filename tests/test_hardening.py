@@ -175,42 +175,56 @@ def test_retry_after_follows_the_queue_and_recent_holds():
 
     slot = ModelSlot("m", queue_size=1)
     for _ in range(20):  # requests that hold the model about 0.05 s
-        slot.acquire()
+        release = slot.acquire()
         time.sleep(0.05)
-        slot.release()
-    slot.acquire()
-    waiter = threading.Thread(target=lambda: (slot.acquire(), slot.release()))
+        release()
+    release = slot.acquire()
+    waiter = threading.Thread(target=lambda: slot.acquire()())
     waiter.start()
     time.sleep(0.3)
     with pytest.raises(Busy) as refused:
         slot.acquire()
     assert refused.value.headers["Retry-After"] == "1"  # 2 x ~0.05 s, rounded up to a whole second
-    slot.release()
+    release()
     waiter.join()
     long = ModelSlot("m", queue_size=3)
     long._hold = 4.0  # as measured on a slow model
-    long.acquire()
-    waiters = [threading.Thread(target=lambda: (long.acquire(), long.release())) for _ in range(3)]
+    release = long.acquire()
+    waiters = [threading.Thread(target=lambda: long.acquire()()) for _ in range(3)]
     for w in waiters:
         w.start()
     time.sleep(0.5)
     with pytest.raises(Busy) as refused:
         long.acquire()
     assert refused.value.headers["Retry-After"] == "16"  # 4 s x (3 waiting + the one generating)
-    long.release()
+    release()
+    for w in waiters:
+        w.join()
+    shared = ModelSlot("m", queue_size=4, capacity=4)  # four streams at once: the queue moves four times as fast
+    shared._hold = 4.0
+    releases = [shared.acquire() for _ in range(4)]
+    waiters = [threading.Thread(target=lambda: shared.acquire()()) for _ in range(4)]
+    for w in waiters:
+        w.start()
+    time.sleep(0.5)
+    with pytest.raises(Busy) as refused:
+        shared.acquire()
+    assert refused.value.headers["Retry-After"] == "5"  # 4 s x (4 waiting + 1) / 4 streams
+    for release in releases:
+        release()
     for w in waiters:
         w.join()
 
 
-def record_reads(model) -> list:
-    """Patch the model to note (tokens already cached, tokens read) for every prompt piece and token it reads."""
-    starts, llm = [], model.llm
-    for owner, name in ((llm, "eval"), (model, "_eval_without_logits")):
-        def wrapped(tokens, original=getattr(owner, name)):
-            starts.append((llm.n_tokens, len(tokens)))
-            return original(tokens)
-        setattr(owner, name, wrapped)
-    return starts
+def cache_use(model):
+    """A function that gives the model's (prompt tokens evaluated, found in the cache) since it was last called."""
+    last = [model.prompt_tokens]
+
+    def since() -> tuple[int, int]:
+        now, before = model.prompt_tokens, last[0]
+        last[0] = now
+        return now[0] - before[0], now[1] - before[1]
+    return since
 
 
 def test_an_outgrown_chat_keeps_reusing_its_prefix(make_app, tiny_gguf):
@@ -218,15 +232,14 @@ def test_an_outgrown_chat_keeps_reusing_its_prefix(make_app, tiny_gguf):
     app = make_app({"tiny": {"path": str(tiny_gguf), "n_ctx": 1024}})
     client = app.test_client()
     client.post("/model/launch", json={"model_name": "tiny"})
-    starts = record_reads(app.extensions["edge_server"].manager.get("tiny").model)
-    reused = []  # per turn: the share of the prompt found in the cache
+    since = cache_use(app.extensions["edge_server"].manager.get("tiny").model)
+    reused = []  # per turn: the prompt tokens found in the cache
     for turn in range(24):
-        starts.clear()
         r = client.post("/generate/fromtext", json={"model_name": "tiny", "prompt": f"question {turn} " * 6,
                                                     "max_new_tokens": 24, "temperature": 0})
         assert r.status_code == 200
         r.get_data()
-        reused.append(starts[0][0])  # cached when the first piece was read
+        reused.append(since()[1])
     rereads = sum(1 for kept in reused[8:] if kept < 100)  # turns that read (nearly) the whole prompt again
     assert rereads <= 6, reused  # about one turn in four moves the start; dropping one exchange a turn: all 16
     chat = client.get("/chat/getchathistory", query_string={"model_name": "tiny"}).json

@@ -27,7 +27,7 @@ def test_health_and_metrics_move_with_the_work(tmp_path, tiny_gguf, slow_gguf):
     server = ServerProcess(tmp_path / "data", {
         "hubbed": {"repo_id": "org/tiny-GGUF", "filename": "tiny.gguf", "n_ctx": 256},
         "slow": {"path": str(slow_gguf), "n_ctx": 1024}}, "--api-key", KEY,
-        env={"HF_ENDPOINT": hub.url, "EDGE_QUEUE_SIZE": "0"})
+        env={"HF_ENDPOINT": hub.url, "EDGE_QUEUE_SIZE": "0", "EDGE_PARALLEL": "1"})
     try:
         health = requests.get(f"{server.url}/health", timeout=5).json()  # no key needed
         assert health["status"] == "ok" and health["models_running"] == [] and health["rss_bytes"] > 10 << 20

@@ -38,7 +38,8 @@ def test_stream_is_incremental_and_every_chunk_is_utf8(slow_live):
 
 
 def test_queue_serves_in_order_and_refuses_past_its_length(slow_live):
-    """One streams, two wait (queue_size=2); the fourth gets 503 busy with Retry-After."""
+    """One streams, two wait (parallel 1, queue_size=2); the fourth gets 503 busy with Retry-After."""
+    assert requests.post(f"{slow_live.url}/model/launch", json={"model_name": "slow", "parallel": 1}).ok
     results, lock = {}, threading.Lock()
 
     def client(i):
@@ -113,7 +114,7 @@ def test_different_models_generate_at_the_same_time(slow_live):
 
 def test_streams_never_take_the_last_workers(make_app, slow_gguf):
     """With 4 threads, 2 are kept from streams: a third stream is refused, status still answers."""
-    app = make_app({"slow": {"path": str(slow_gguf), "n_ctx": 1024}}, threads=4, queue_size=8)
+    app = make_app({"slow": {"path": str(slow_gguf), "n_ctx": 1024}}, threads=4, queue_size=8, parallel=1)
     app.test_client().post("/model/launch", json={"model_name": "slow"})
     server = LiveServer(app)
     try:
@@ -141,6 +142,7 @@ def test_streams_never_take_the_last_workers(make_app, slow_gguf):
 
 
 def test_client_leaving_the_queue_frees_its_place(slow_live):
+    assert requests.post(f"{slow_live.url}/model/launch", json={"model_name": "slow", "parallel": 1}).ok
     first = post_stream(slow_live.url, model_name="slow", prompt="long", max_new_tokens=400)
     # Keep the iterator: dropping it makes urllib3 close the connection, which ends this stream and
     # would let the queued request in instead of testing that it left.

@@ -17,7 +17,7 @@ def health():
     """Cheap and public: for a supervisor or a phone checking the server is up."""
     app = edge()
     return jsonify({"status": "ok", "version": __version__, "uptime_seconds": round(time.time() - app.metrics.started),
-                    "models_running": [name for name, _ in app.manager.running()], "rss_bytes": process_rss()})
+                    "models_running": [name for name, *_ in app.manager.running()], "rss_bytes": process_rss()})
 
 
 @bp.get("/metrics")

@@ -32,7 +32,8 @@ class Prepared:
 
 
 class LoadedModel(Protocol):
-    n_ctx: int  # context in tokens, prompt and answer together
+    n_ctx: int  # context in tokens, prompt and answer together, of each stream
+    parallel: int  # streams it computes at once (the queue lets that many requests in); 1 if it has no such field
     capabilities: frozenset[str]  # TEXT and VISION here; IMAGE_OUT and SPEECH_OUT models are below
 
     def prepare(self, messages: list[dict], images: list | None = None) -> Prepared:
@@ -88,10 +89,12 @@ class Backend(Protocol):
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
              chat_handler: str | None = None, n_threads: int | None = None, kind: str = TEXT,
-             device: str | None = None) -> LoadedModel | ImageModel | SpeechModel:
+             device: str | None = None, parallel: int = 1) -> LoadedModel | ImageModel | SpeechModel:
         """Load a model; n_ctx is already capped to what the model was trained for.
 
-        kind is the catalog's (text, vision, image-out, speech-out); device is --device (None: choose)."""
+        kind is the catalog's (text, vision, image-out, speech-out); device is --device (None: choose);
+        parallel: streams the model computes together, each with n_ctx of context (a model that cannot
+        batch ignores it, and answers one request at a time)."""
 
     def trained_context(self, model_path: Path) -> int | None:
         """Return the context length the model was trained with, if the file says."""

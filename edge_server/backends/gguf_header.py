@@ -89,13 +89,14 @@ class MemoryNeeds:
     work_per_token: int  # llama.cpp's compute buffers grow with the context too (attention scores)
     fixed: int = 96 << 20  # the context, the graph, the allocator's slack, not counted above
 
-    def at(self, n_ctx: int) -> int:
-        return self.weights + self.fixed + n_ctx * (self.cache_per_token + self.work_per_token)
+    def at(self, n_ctx: int, parallel: int = 1) -> int:
+        """With `parallel` streams, each with a cache of n_ctx tokens (the compute buffers are shared)."""
+        return self.weights + self.fixed + n_ctx * (parallel * self.cache_per_token + self.work_per_token)
 
-    def largest_context(self, available: int, step: int = 256) -> int:
+    def largest_context(self, available: int, parallel: int = 1, step: int = 256) -> int:
         """The largest multiple of `step` whose needs fit in `available` (0 if none)."""
         room = available - self.weights - self.fixed
-        return max(0, room // (self.cache_per_token + self.work_per_token) // step * step)
+        return max(0, room // (parallel * self.cache_per_token + self.work_per_token) // step * step)
 
 
 def memory_needs(path: Path, extra_files: int = 0, batch: int = 512) -> MemoryNeeds:

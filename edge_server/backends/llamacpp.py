@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import logging
-import time
+import threading
 from pathlib import Path
 from typing import Iterator
 
 from ..prompts import PLAIN_STOP, plain_prompt
 from .base import TEXT, VISION, GenerationOptions, Prepared
 from .gguf_header import context_length, memory_needs
+from .llamacpp_batch import Batch
+from .llamacpp_sampling import sampler
 
 log = logging.getLogger("edge_server.llamacpp")
 
 NAME = "llama-cpp"
-PIECE_SECONDS = 0.1  # prompt reading yields this often: the bound on cancel latency and on other models' waits
 
 
 def register(registry) -> None:
@@ -33,8 +35,9 @@ class LlamaCppBackend:
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
              chat_handler: str | None = None, n_threads: int | None = None, kind: str = TEXT,
-             device: str | None = None) -> "LlamaCppModel":
-        """kind follows from the files here (a projector means vision); device: llama.cpp runs on the CPU."""
+             device: str | None = None, parallel: int = 1) -> "LlamaCppModel":
+        """kind follows from the files here (a projector means vision); device: llama.cpp runs on the CPU;
+        parallel: streams decoded together, each with a context of n_ctx tokens."""
         from llama_cpp import Llama
 
         handler = None
@@ -42,12 +45,57 @@ class LlamaCppBackend:
             from .vision import make_chat_handler
 
             handler = make_chat_handler(chat_handler, mmproj_path)
-        llm = Llama(str(model_path), n_ctx=n_ctx, n_threads=n_threads, chat_handler=handler, verbose=False)
+        with _weights_as_stored(parallel > 1):
+            llm = Llama(str(model_path), n_ctx=n_ctx, n_threads=n_threads, chat_handler=handler, verbose=False)
+        if parallel > 1:
+            _split_context(llm, n_ctx, parallel)
         return LlamaCppModel(llm, handler)
 
 
+_LOADING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _weights_as_stored(as_stored: bool):
+    """Keep llama.cpp from repacking the weights for its CPU matrix kernels while a model loads.
+
+    With repacked weights a token's logits depend on how many rows its decode holds (up to 2.9 apart on
+    Gemma 3 between one stream and four), so a stream would answer differently with company than alone.
+    Without, every row is computed the same way whatever the batch (bit for bit, measured). llama-cpp-python
+    takes no such parameter: its default model parameters are swapped for the load, under a lock."""
+    from llama_cpp import llama_cpp as lib
+
+    defaults = lib.llama_model_default_params
+
+    def stored():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    with _LOADING:  # every load takes it, so no other load sees the swapped function
+        lib.llama_model_default_params = stored if as_stored else defaults
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = defaults
+
+
+def _split_context(llm, n_ctx: int, parallel: int) -> None:
+    """Give the context `parallel` sequences of n_ctx tokens each, every one with its own part of the cache.
+
+    llama-cpp-python's Llama takes no n_seq_max: the context it made is freed, then made again."""
+    from llama_cpp import _internals
+
+    params = llm.context_params
+    llm._ctx.close()
+    params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx * parallel, parallel, False
+    llm._ctx = llm._stack.enter_context(contextlib.closing(
+        _internals.LlamaContext(model=llm._model, params=params, verbose=False)))
+
+
 class LlamaCppModel:
-    """One loaded llama.cpp model. Not thread-safe: the caller runs one generation at a time."""
+    """One loaded llama.cpp model. Not thread-safe: every stream is stepped from one thread (engine.py),
+    `parallel` of them at once (llamacpp_batch.py)."""
 
     def __init__(self, llm, chat_handler=None):
         import llama_cpp
@@ -55,12 +103,15 @@ class LlamaCppModel:
         self._lib = llama_cpp
         self.llm = llm
         self.chat_handler = chat_handler
-        self.n_ctx = llm.n_ctx()
+        self._ctx = llm._ctx.ctx
+        self.n_ctx = llama_cpp.llama_n_ctx_seq(self._ctx)  # each stream's context
+        self.parallel = llm.context_params.n_seq_max
+        self._batch = Batch(llama_cpp, self._ctx, self.parallel, llm.n_batch)
+        self._n_vocab = llm.n_vocab()
         self.capabilities = frozenset({TEXT, VISION} if chat_handler else {TEXT})
         self._vocab = llm._model.vocab
         self._piece = ctypes.create_string_buffer(256)
         self._formatter = self._make_formatter()
-        self._piece_tokens = 64  # prompt tokens per piece; adapts to the measured speed
         if chat_handler:
             from .vision import first_guess_tokens_per_image
 
@@ -100,110 +151,52 @@ class LlamaCppModel:
 
     def stream(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
         if prepared.images:
-            from .vision import stream_vision
-
-            yield from stream_vision(self, prepared, options)
+            yield from self._stream_vision(prepared, options)
             return
-        llm, lib = self.llm, self._lib
-        if options.seed is not None:
-            llm.set_seed(options.seed)
-        else:
-            llm.set_seed(lib.LLAMA_DEFAULT_SEED)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         budget = min(options.max_new_tokens, self.n_ctx - prepared.n_tokens)
         if budget <= 0:
             return
-        # The prompt is read in pieces; each empty yield lets the engine cancel the stream or step another.
-        yield from self._read_prompt(prepared.payload)
-        if options.temperature == 0 and not (options.presence_penalty or options.frequency_penalty):
-            tokens = self._greedy(options.repeat_penalty)
-        else:  # finds the whole prompt cached and samples at once
-            tokens = llm.generate(
-                prepared.payload, top_k=options.top_k, top_p=options.top_p, temp=options.temperature,
-                repeat_penalty=options.repeat_penalty, presence_penalty=options.presence_penalty,
-                frequency_penalty=options.frequency_penalty,
-            )
+        batch, prompt = self._batch, prepared.payload
+        seq, pick = batch.claim(prompt), None
         try:
-            for count, token in enumerate(tokens, 1):
-                if lib.llama_vocab_is_eog(self._vocab, token):
+            # The prompt is read in pieces; each empty yield lets the engine cancel the stream or step another.
+            yield from batch.read(seq, prompt)
+            pick = sampler(self._lib, self._ctx, self._n_vocab, options, seq.tokens)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            for count in range(1, budget + 1):
+                token = pick.pick(batch, seq)
+                if self._lib.llama_vocab_is_eog(self._vocab, token):
                     break
+                if count < budget:
+                    batch.queue(seq, [token], logits=True)  # before yielding: the others' turns decode it too
                 text = decoder.decode(self._token_bytes(token))
                 if text:
                     yield text
-                if count >= budget:
+                if count == budget:
                     break
+                while not batch.ready(seq):
+                    yield ""
             tail = decoder.decode(b"", final=True)
             if tail:
                 yield tail
         finally:
-            tokens.close()
+            if pick is not None:
+                pick.close()
+            batch.release(seq)
 
-    def _read_prompt(self, prompt: list[int]) -> Iterator[str]:
-        """Evaluate the prompt in pieces of about PIECE_SECONDS, yielding "" after each.
+    def _stream_vision(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
+        """Images go through llama-cpp-python's chat handler, which cannot batch: the request holds the whole
+        model (the queue gives it every slot) and its own use of the cache replaces the sequences'."""
+        from .vision import stream_vision
 
-        A 6,000-token prompt takes half a minute on a phone-class CPU; read in one call it could not
-        be cancelled and held every other model's stream for that long. The piece size adapts to the
-        measured speed, between 16 tokens and the batch size. The KV cache is reused for the longest
-        common prefix, as Llama.generate does.
-        """
-        llm = self.llm
-        cached = llm.input_ids[:llm.n_tokens].tolist()
-        prefix = 0
-        for a, b in zip(cached, prompt):
-            if a != b:
-                break
-            prefix += 1
-        prefix = min(prefix, len(prompt) - 1)  # the last prompt token is evaluated again for its logits
-        if prefix > 0 and not llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
-            prefix = 0  # this model's cache cannot drop a suffix: start over
-        llm.n_tokens = prefix
-        llm._ctx.kv_cache_seq_rm(-1, prefix, -1)
-        size, start = self._piece_tokens, prefix
-        while start + size < len(prompt):
-            began = time.perf_counter()
-            self._eval_without_logits(prompt[start:start + size])
-            start += size
-            took = time.perf_counter() - began
-            size = max(16, min(llm.n_batch, int(size * PIECE_SECONDS / max(took, 1e-4))))
-            self._piece_tokens = size
-            yield ""
-        llm.eval(prompt[start:])  # the last piece, with the logits the first token is chosen from
+        if self._batch.lend():
+            self.llm.n_tokens = 0
+        yield from stream_vision(self, prepared, options)
 
-    def _eval_without_logits(self, tokens: list[int]) -> None:
-        """Llama.eval for a piece in the middle of a prompt, asking for no logits.
-
-        Llama.eval computes the logits of each call's last token: through Gemma 3's 262k-word output
-        layer that is about 35 ms a piece, and made prompts read in 0.1 s pieces 40 % slower. Without
-        it they are about 10 % slower than read whole.
-        """
-        llm, n_past = self.llm, self.llm.n_tokens
-        llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=False)
-        llm._batch.batch.logits[len(tokens) - 1] = False
-        llm._ctx.decode(llm._batch)
-        llm.input_ids[n_past:n_past + len(tokens)] = tokens
-        llm.n_tokens += len(tokens)
-
-    def _greedy(self, repeat_penalty: float) -> Iterator[int]:
-        """Greedy decoding with an argmax over the logits of the prompt just read.
-
-        llama.cpp's sampler chain copies the whole vocabulary into a candidate array for every
-        token: 0.5 ms a token for Gemma 3's 262k vocabulary, 2.5 % of its time on a phone-class
-        CPU. A plain argmax (with the same repeat penalty over the last 64 tokens) costs 0.03 ms.
-        """
-        import numpy as np
-
-        llm, lib = self.llm, self._lib
-        n_vocab, window = llm.n_vocab(), 64
-        while True:
-            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
-            if repeat_penalty != 1.0:
-                recent = np.unique(llm.input_ids[max(0, llm.n_tokens - window):llm.n_tokens])
-                logits = logits.copy()
-                values = logits[recent]
-                logits[recent] = np.where(values > 0, values / repeat_penalty, values * repeat_penalty)
-            token = int(logits.argmax())
-            yield token
-            llm.eval([token])
+    @property
+    def prompt_tokens(self) -> tuple[int, int]:
+        """(prompt tokens evaluated, prompt tokens found in the cache instead) since the model was loaded."""
+        return self._batch.prompt_evaluated, self._batch.prompt_reused
 
     def _token_bytes(self, token: int) -> bytes:
         n = self._lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
@@ -212,4 +205,5 @@ class LlamaCppModel:
     def close(self) -> None:
         if self.chat_handler is not None and hasattr(self.chat_handler, "close"):
             self.chat_handler.close()
+        self._batch.close()
         self.llm.close()

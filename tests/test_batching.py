@@ -1,0 +1,190 @@
+"""Several people on one model: the streams of a model decode together (continuous batching, issue 14).
+
+Through waitress with the real Gemma 3 270M. The texts are greedy, so a stream answered beside others must
+say exactly what it says alone; the cache counters show which prompt tokens each turn read again."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import LiveServer
+
+STORY = "Write a long story about a lighthouse keeper and a storm."
+
+
+@pytest.fixture
+def gemma_live(make_app, gemma_gguf):
+    app = make_app({"gemma": {"path": str(gemma_gguf), "n_ctx": 1024}}, queue_size=2)
+    server = LiveServer(app)
+    yield server
+    server.close()
+
+
+def launch(url, **body):
+    r = requests.post(f"{url}/model/launch", json={"model_name": "gemma", **body}, timeout=120)
+    assert r.status_code == 200, r.text
+
+
+class Client(threading.Thread):
+    """One person streaming an answer: when the first and last pieces came, and the text."""
+
+    def __init__(self, url, prompt, tokens=48, dialect="native", chat_id=None, leave_after=None):
+        super().__init__(daemon=True)
+        self.url, self.prompt, self.tokens, self.dialect = url, prompt, tokens, dialect
+        self.chat_id, self.leave_after = chat_id or uuid.uuid4().hex, leave_after
+        self.first = self.last = None
+        self.pieces: list[str] = []
+        self.status = None
+
+    def run(self):
+        if self.dialect == "openai":
+            url, body = f"{self.url}/v1/chat/completions", {
+                "model": "gemma", "messages": [{"role": "user", "content": self.prompt}], "stream": True,
+                "max_tokens": self.tokens, "temperature": 0}
+        else:
+            url, body = f"{self.url}/generate/fromtext", {
+                "model_name": "gemma", "prompt": self.prompt, "chat_id": self.chat_id,
+                "max_new_tokens": self.tokens, "temperature": 0}
+        with requests.post(url, json=body, stream=True, timeout=120) as r:
+            self.status = r.status_code
+            lines = r.iter_lines() if self.dialect == "openai" else r.iter_content(chunk_size=None)
+            for chunk in lines:
+                piece = self._piece(chunk)
+                if piece:
+                    self.first = self.first or time.perf_counter()
+                    self.pieces.append(piece)
+                if self.leave_after and len(self.pieces) >= self.leave_after:
+                    return  # the connection closes here: the client left
+        self.last = time.perf_counter()
+
+    def _piece(self, chunk: bytes) -> str:
+        if self.dialect != "openai":
+            return chunk.decode("utf-8")
+        import json
+
+        if not chunk.startswith(b"data: {"):
+            return ""
+        choices = json.loads(chunk[6:])["choices"]
+        return choices[0]["delta"].get("content") or "" if choices else ""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+def run_all(clients):
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(timeout=120)
+    return clients
+
+
+def one_by_one(url, clients) -> list[str]:
+    """Each client alone, on a model loaded afresh: a prompt found in the cache has its last token read on its
+    own, and llama.cpp computes that row a little differently from the same row read with the whole prompt."""
+    requests.delete(f"{url}/model/kill", json={"model_name": "gemma"}, timeout=30)
+    launch(url, parallel=4)
+    return [run_all([client])[0].text for client in clients]
+
+
+def prompt_counts(url) -> tuple[int, int]:
+    """(prompt tokens evaluated, reused from the cache) of the model since it was loaded, from /metrics."""
+    text = requests.get(f"{url}/metrics").text
+    counts = {how: int(float(value)) for how, value in
+              re.findall(r'edge_prompt_tokens_total\{how="(\w+)",model="gemma"\} (\S+)', text)}
+    return counts["evaluated"], counts["reused"]
+
+
+def test_four_streams_at_once_say_what_each_says_alone(gemma_live):
+    """Two chats and two OpenAI clients at once on one model, each answer as when alone (greedy)."""
+    url = gemma_live.url
+    launch(url, parallel=4)
+    assert requests.get(f"{url}/model/status", params={"model_name": "gemma"}).json()["parallel"] == 4
+    specs = [(f"{STORY} ({i})", "openai" if i % 2 else "native") for i in range(4)]
+    together = run_all([Client(url, p, dialect=d, chat_id=f"together{i}") for i, (p, d) in enumerate(specs)])
+    alone = one_by_one(url, [Client(url, p, dialect=d, chat_id=f"alone{i}") for i, (p, d) in enumerate(specs)])
+    assert all(c.status == 200 for c in together)
+    assert [c.text for c in together] == alone
+    assert len(set(alone)) == 4 and all(len(text) > 50 for text in alone)
+    assert max(c.first for c in together) < min(c.last for c in together)  # they streamed at the same time
+
+
+def test_a_client_leaving_mid_batch_leaves_the_others_untouched(gemma_live):
+    url = gemma_live.url
+    launch(url, parallel=4)
+    prompts = [f"{STORY} ({i})" for i in range(3)]
+    clients = [Client(url, p, chat_id=f"b{i}", leave_after=5 if i == 1 else None) for i, p in enumerate(prompts)]
+    run_all(clients)
+    alone = one_by_one(url, [Client(url, p, chat_id=f"alone{i}") for i, p in enumerate(prompts)])
+    assert clients[0].text == alone[0] and clients[2].text == alone[2]
+    assert len(clients[1].pieces) == 5
+    # Its chat keeps what it was sent, a part of the answer it would have had.
+    turns = requests.get(f"{url}/chat/getchathistory", params={"model_name": "gemma", "chat_id": "b1"}).json()["turns"]
+    assert alone[1].startswith(turns[1]["content"]) and len(turns[1]["content"]) < len(alone[1])
+
+
+def test_a_fifth_request_waits_for_a_stream_and_is_then_served(gemma_live):
+    url = gemma_live.url
+    launch(url, parallel=4)
+    four = [Client(url, f"{STORY} ({i})", tokens=96) for i in range(4)]
+    for client in four:
+        client.start()
+    deadline = time.time() + 30
+    while requests.get(f"{url}/model/status", params={"model_name": "gemma"}).json()["active"] < 4:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    fifth = Client(url, "What is the capital of France?", tokens=16)
+    fifth.start()
+    for client in four + [fifth]:
+        client.join(timeout=120)
+    assert all(c.status == 200 and c.text for c in four + [fifth])
+    assert fifth.first > min(c.last for c in four)  # it began only once a stream was free
+    assert "Paris" in fifth.text
+
+
+def test_two_chats_alternating_each_keep_their_cached_prefix(gemma_live):
+    """Turn two of each chat reads only its new tokens (parallel 2); with one stream they evict each other."""
+    url = gemma_live.url
+
+    def turns(parallel: int) -> list[tuple[int, int]]:
+        launch(url, parallel=parallel)
+        read = []
+        for prompt, chat in (("Name a fruit.", "a"), ("Name a colour.", "b"), ("And another one?", "a"),
+                             ("And a second one?", "b")):
+            before = prompt_counts(url)
+            run_all([Client(url, prompt, tokens=24, chat_id=f"{chat}{parallel}")])
+            after = prompt_counts(url)
+            read.append((after[0] - before[0], after[1] - before[1]))
+        return read
+
+    kept = turns(2)
+    for evaluated, reused in kept[2:]:  # the second turns: the first turn and its answer come from the cache
+        assert reused > 20 and evaluated < reused, kept
+    evicted = turns(1)
+    for (evaluated, reused), (kept_evaluated, _) in zip(evicted[2:], kept[2:]):
+        assert evaluated > kept_evaluated + 20, (evicted, kept)
+
+
+def test_kill_during_a_batch_ends_every_stream(gemma_live):
+    url = gemma_live.url
+    launch(url, parallel=4)
+    clients = [Client(url, f"{STORY} ({i})", tokens=400) for i in range(4)]
+    for client in clients:
+        client.start()
+    deadline = time.time() + 30
+    while not all(c.pieces for c in clients):
+        assert time.time() < deadline
+        time.sleep(0.02)
+    began = time.perf_counter()
+    assert requests.delete(f"{url}/model/kill", json={"model_name": "gemma"}, timeout=30).status_code == 200
+    assert time.perf_counter() - began < 5
+    for client in clients:
+        client.join(timeout=30)
+        assert client.status == 200 and client.last is not None and client.text  # ended cleanly, text kept
+    assert requests.get(f"{url}/model/getactive").json() == []
