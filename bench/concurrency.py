@@ -1,13 +1,18 @@
 """Several people on one model: total tokens/s for 1, 2, 4 and 8 simultaneous clients, beside one client
 alone, and each client's time to first token.
 
-    python bench/concurrency.py [MODEL.gguf] [--tokens 96] [--clients 1 2 4 8]
+    python bench/concurrency.py [MODEL.gguf] [--tokens 96] [--clients 1 2 4 8] [--parallel N] [--rounds 2]
 
 It starts `python -m edge_server` with the model (Gemma 3 270M from PyPI by default) and a queue long
-enough for every client, and has N threads stream the same greedy request at once (each its own
-conversation, through /v1/chat/completions with include_usage, so the server counts the tokens).
-Until the engine batches sequences (issue 14) the requests run one after another and the total
-stays near the single stream; the table is the baseline that work is measured against.
+enough for every client, and has N threads stream a greedy request at once (each its own prompt and
+conversation, through /v1/chat/completions with include_usage, so the server counts the tokens). The
+model decodes up to --parallel streams together (default: the server's own choice); the clients beyond
+that wait in the queue. `--parallel 1` gives the one-at-a-time figures of before.
+
+First, in-process and before the server starts, the most batching can give here: llama_decode of one token
+for each of 1, 2, 4 and 8 sequences (logits for every one), as tokens/s and a multiple of one sequence.
+Then the memory each stream costs: the server's resident memory with the model launched at parallel 1
+and at the --parallel used above (the cache of every stream is allocated at launch).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 from _common import default_model, start_server
 
@@ -59,22 +65,70 @@ def run(url: str, clients: int, tokens: int) -> tuple[float, list[float]]:
     return sum(r[2] for r in results) / wall, sorted(r[0] for r in results)
 
 
+def ceiling(model: Path, steps: int = 48) -> None:
+    """tokens/s of bare llama_decode steps holding one token of each of n sequences, the model loaded as the
+    server loads it (parallel 8, each with a 1024-token context)."""
+    import llama_cpp
+
+    from edge_server.backends.llamacpp import LlamaCppBackend
+    from edge_server.cpu import default_threads
+
+    loaded = LlamaCppBackend().load(model, n_ctx=1024, n_threads=default_threads()[0], parallel=8)
+    ctx, batch = loaded._ctx, llama_cpp.llama_batch_init(8, 0, 1)
+    rates = {}
+    for n in (1, 2, 4, 8):
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        began = None
+        for step in range(steps + 4):
+            if step == 4:
+                began = time.perf_counter()  # after a warm-up
+            for i in range(n):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = 1000 + i, step, 1, True
+                batch.seq_id[i][0] = i
+            batch.n_tokens = n
+            llama_cpp.llama_decode(ctx, batch)
+        rates[n] = n * steps / (time.perf_counter() - began)
+    llama_cpp.llama_batch_free(batch)
+    loaded.close()
+    print("llama_decode alone, one token for each of n sequences: " +
+          ", ".join(f"n={n} {rate:.1f} tok/s ({rate / rates[1]:.2f}x)" for n, rate in rates.items()))
+
+
+def memory(url: str, pid: int, parallel: int) -> None:
+    """Resident memory with the model at parallel 1 and at `parallel`: what each extra stream costs."""
+    rss = {}
+    for streams in sorted({1, parallel}):
+        requests.post(f"{url}/model/launch", json={"model_name": "bench", "parallel": streams},
+                      timeout=600).raise_for_status()
+        time.sleep(1)
+        rss[streams] = psutil.Process(pid).memory_info().rss
+    line = ", ".join(f"parallel {n}: {size / 2**20:.0f} MiB" for n, size in rss.items())
+    if parallel > 1:
+        line += f"; {(rss[parallel] - rss[1]) / (parallel - 1) / 2**20:.0f} MiB per extra stream"
+    print(f"server resident memory with the model launched: {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", nargs="?", type=Path)
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--rounds", type=int, default=2, help="runs per client count; the median is shown")
+    parser.add_argument("--parallel", type=int, help="streams the model decodes together (default: the server's)")
     args = parser.parse_args()
     model = (args.model or default_model()).resolve()
+    ceiling(model)
     data = Path(tempfile.mkdtemp(prefix="edge-concurrency-"))
     (data / "models.json").write_text(json.dumps({"bench": {"path": str(model), "n_ctx": 4096}}))
     server, url = start_server(data)
     try:
-        requests.post(f"{url}/model/launch", json={"model_name": "bench"}, timeout=600).raise_for_status()
+        launch = {"model_name": "bench", **({"parallel": args.parallel} if args.parallel else {})}
+        requests.post(f"{url}/model/launch", json=launch, timeout=600).raise_for_status()
+        status = requests.get(f"{url}/model/status", params={"model_name": "bench"}).json()
         run(url, 1, 8)  # warm-up
         single = None
-        print(f"model {model.name}, {args.tokens} tokens a client, greedy, median of {args.rounds}")
+        print(f"model {model.name}, n_ctx {status['n_ctx']}, parallel {status['parallel']}, {args.tokens} tokens a "
+              f"client, greedy, median of {args.rounds}")
         print("clients   total tok/s   x single   time to first token per client (ms)")
         for clients in args.clients:
             rates, firsts = [], []
@@ -88,6 +142,7 @@ def main() -> None:
             ratio = f"{rate / single:8.2f}" if single else "       -"
             shown = " ".join(f"{t * 1000:.0f}" for t in firsts[len(firsts) // 2])
             print(f"{clients:7d}   {rate:11.1f}   {ratio}   {shown}")
+        memory(url, server.pid, status["parallel"])
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -5,7 +5,11 @@ keeps its team, and once the teams hold more threads than there are cores, libgo
 spinning at barriers and every token pays futex wake-ups: on 2 cores a stream run from a
 second thread was 30 times slower. So no request thread computes; they hand their streams to
 this thread and read the pieces back, and streams of different models still interleave, a
-token each in turn (a long prompt being read holds the others for that long).
+token each in turn (a long prompt is read in pieces of about 0.1 s in between).
+
+The streams of one GGUF model do more than take turns: in a round each samples from the logits of
+one decode they shared, and the first to step in the next round decodes everyone's new token
+together (backends/llamacpp_batch.py). So the order of stepping here is what batches them.
 """
 from __future__ import annotations
 

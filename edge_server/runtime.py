@@ -154,7 +154,7 @@ class ModelManager:
             started = time.perf_counter()
             model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
                                  chat_handler=spec.chat_handler, n_threads=self.n_threads, kind=spec.kind,
-                                 device=self.settings.device, parallel=streams)
+                                 device=self.settings.device, **({"parallel": streams} if streams > 1 else {}))
             self.metrics.loads.labels(spec.name).observe(time.perf_counter() - started)
         except (ValueError, RuntimeError, OSError, ImportError) as exc:  # ImportError: a heavy library is missing
             log.warning("loading %s failed: %s", spec.name, exc)

@@ -43,6 +43,25 @@ def test_launch_refused_with_the_numbers_then_allowed_smaller_or_forced(make_app
     assert client.post("/model/launch", json={"model_name": "gemma", "n_ctx": 32768, "force": True}).status_code == 200
 
 
+def test_streams_follow_the_memory(make_app, gemma_gguf, tmp_path):
+    """Each stream has its own cache: without "parallel", as many streams as fit (up to 4); asked for, checked."""
+    needs = memory_needs(gemma_gguf)
+    assert needs.at(2048, 3) - needs.at(2048, 1) == 2 * 2048 * needs.cache_per_token
+    app = make_app({"gemma": {"path": str(gemma_gguf)}},
+                   meminfo_path=meminfo(tmp_path, needs.at(2048, 2) + (1 << 20)))
+    client = app.test_client()
+    r = client.post("/model/launch", json={"model_name": "gemma", "n_ctx": 2048, "parallel": 4})
+    assert r.status_code == 507 and "for each of 4 streams" in r.json["detail"]
+    assert 'send a smaller "parallel"' in r.json["detail"]
+    assert client.post("/model/launch", json={"model_name": "gemma", "n_ctx": 2048}).status_code == 200
+    assert client.get("/model/status", query_string={"model_name": "gemma"}).json["parallel"] == 2
+    plenty = make_app({"gemma": {"path": str(gemma_gguf)}}, meminfo_path=meminfo(tmp_path, 64 << 30)).test_client()
+    assert plenty.post("/model/launch", json={"model_name": "gemma", "n_ctx": 2048}).status_code == 200
+    assert plenty.get("/model/status", query_string={"model_name": "gemma"}).json["parallel"] == 4
+    r = plenty.post("/model/launch", json={"model_name": "gemma", "parallel": 17})
+    assert r.status_code == 422 and r.json["code"] == "invalid_request"
+
+
 def test_nothing_fits_and_the_check_can_be_turned_off(make_app, gemma_gguf, tmp_path):
     small = meminfo(tmp_path, 100 << 20)
     r = make_app({"gemma": {"path": str(gemma_gguf)}}, meminfo_path=small).test_client().post(

@@ -102,6 +102,7 @@ def test_stop_ends_an_answer_set_to_finish_and_history_says_when_one_runs(slow_l
 
 def test_stop_reaches_an_answer_still_waiting_for_the_model(slow_live):
     url = slow_live.url
+    assert requests.post(f"{url}/model/launch", json={"model_name": "slow", "parallel": 1}).ok  # one at a time
     holder = requests.post(f"{url}/generate/fromtext", stream=True, timeout=60, json={
         "model_name": "slow", "prompt": "Go on", "max_new_tokens": 400, "chat_id": "holder"})
     waiting = {}

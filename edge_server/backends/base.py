@@ -93,8 +93,8 @@ class Backend(Protocol):
         """Load a model; n_ctx is already capped to what the model was trained for.
 
         kind is the catalog's (text, vision, image-out, speech-out); device is --device (None: choose);
-        parallel: streams the model computes together, each with n_ctx of context (a model that cannot
-        batch ignores it, and answers one request at a time)."""
+        parallel (given only when above 1, and never to a heavy backend): streams the model computes
+        together, each with n_ctx of context."""
 
     def trained_context(self, model_path: Path) -> int | None:
         """Return the context length the model was trained with, if the file says."""

@@ -40,8 +40,7 @@ class DiffusersBackend:
         return None
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None, chat_handler: str | None = None,
-             n_threads: int | None = None, kind: str = IMAGE_OUT, device: str | None = None,
-             parallel: int = 1) -> "PictureModel":
+             n_threads: int | None = None, kind: str = IMAGE_OUT, device: str | None = None) -> "PictureModel":
         if kind != IMAGE_OUT:
             raise ValueError(f"the diffusers backend draws pictures (image-out); {kind} needs another backend")
         where, dtype = devices.choose(device, n_threads)

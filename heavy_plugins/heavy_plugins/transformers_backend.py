@@ -41,7 +41,7 @@ class TransformersBackend:
         return None  # no estimate yet: full mode runs on machines with room; a failed load says why
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None, chat_handler: str | None = None,
-             n_threads: int | None = None, kind: str = TEXT, device: str | None = None, parallel: int = 1):
+             n_threads: int | None = None, kind: str = TEXT, device: str | None = None):
         where, dtype = devices.choose(device, n_threads)
         devices.quiet()
         log.info("loading %s as %s on %s (%s)", model_path, kind, where, dtype)
