@@ -125,6 +125,10 @@ def test_openai_vision_errors_and_key(server, oa):
     with pytest.raises(openai.NotFoundError) as absent:  # in the catalog, not on the device: never downloaded
         oa.chat.completions.create(model="qwen2.5-0.5b-4", messages=FRANCE)
     assert absent.value.body["code"] == "model_not_installed"
+    five = [{"role": "user", "content": [{"type": "image_url", "image_url": uri}] * 5}, {"content": "no role"}]
+    with pytest.raises(openai.UnprocessableEntityError) as malformed:  # the message, before the images are counted
+        oa.chat.completions.create(model="tiny-vision", messages=five, max_tokens=8)
+    assert "messages[1]" in malformed.value.body["message"]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).models.list()
 

@@ -75,15 +75,15 @@ def _messages(body: dict, images: ImageParts) -> list[dict]:
     messages = field(body, "messages", list)
     if not messages:
         raise InvalidRequest("Field 'messages' must hold at least one message.")
-    out = []
-    for i, message in enumerate(messages):
+    roles = []
+    for i, message in enumerate(messages):  # every role before any content: a bad message is 422, wherever it is
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InvalidRequest(f"messages[{i}] must be an object with a 'role'.")
-        role = {"developer": "system", "tool": "user", "function": "user"}.get(message["role"], message["role"])
-        if role not in ("system", "user", "assistant"):
+        roles.append({"developer": "system", "tool": "user", "function": "user"}.get(message["role"], message["role"]))
+        if roles[-1] not in ("system", "user", "assistant"):
             raise InvalidRequest(f"messages[{i}].role {message['role']!r} is not one of system, user, assistant.")
-        out.append({"role": role, "content": _content(message.get("content"), f"messages[{i}]", images)})
-    return out
+    return [{"role": role, "content": _content(message.get("content"), f"messages[{i}]", images)}
+            for i, (role, message) in enumerate(zip(roles, messages))]
 
 
 def _content(content, where: str, images: ImageParts) -> str:
