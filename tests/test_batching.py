@@ -85,6 +85,16 @@ def run_all(clients):
     return clients
 
 
+def start_until(clients, ready) -> None:
+    """Start the clients, then wait (30 s at most) until ready() holds."""
+    for client in clients:
+        client.start()
+    deadline = time.time() + 30
+    while not ready():
+        assert time.time() < deadline
+        time.sleep(0.02)
+
+
 def one_by_one(url, clients) -> list[str]:
     """Each client alone, on a model loaded afresh: a prompt found in the cache has its last token read on its
     own, and llama.cpp computes that row a little differently from the same row read with the whole prompt."""
@@ -133,12 +143,7 @@ def test_a_fifth_request_waits_for_a_stream_and_is_then_served(gemma_live):
     url = gemma_live.url
     launch(url, parallel=4)
     four = [Client(url, f"{STORY} ({i})", tokens=96) for i in range(4)]
-    for client in four:
-        client.start()
-    deadline = time.time() + 30
-    while requests.get(f"{url}/model/status", params={"model_name": "gemma"}).json()["active"] < 4:
-        assert time.time() < deadline
-        time.sleep(0.02)
+    start_until(four, lambda: requests.get(f"{url}/model/status", params={"model_name": "gemma"}).json()["active"] == 4)
     fifth = Client(url, "What is the capital of France?", tokens=16)
     fifth.start()
     for client in four + [fifth]:
@@ -175,12 +180,7 @@ def test_kill_during_a_batch_ends_every_stream(gemma_live):
     url = gemma_live.url
     launch(url, parallel=4)
     clients = [Client(url, f"{STORY} ({i})", tokens=400) for i in range(4)]
-    for client in clients:
-        client.start()
-    deadline = time.time() + 30
-    while not all(c.pieces for c in clients):
-        assert time.time() < deadline
-        time.sleep(0.02)
+    start_until(clients, lambda: all(c.pieces for c in clients))
     began = time.perf_counter()
     assert requests.delete(f"{url}/model/kill", json={"model_name": "gemma"}, timeout=30).status_code == 200
     assert time.perf_counter() - began < 5
