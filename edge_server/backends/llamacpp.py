@@ -47,8 +47,7 @@ class LlamaCppBackend:
             handler = make_chat_handler(chat_handler, mmproj_path)
         with _weights_as_stored(parallel > 1):
             llm = Llama(str(model_path), n_ctx=n_ctx, n_threads=n_threads, chat_handler=handler, verbose=False)
-        if parallel > 1:
-            _split_context(llm, n_ctx, parallel)
+        _make_context(llm, n_ctx, parallel)
         return LlamaCppModel(llm, handler)
 
 
@@ -80,17 +79,35 @@ def _weights_as_stored(as_stored: bool):
             lib.llama_model_default_params = defaults
 
 
-def _split_context(llm, n_ctx: int, parallel: int) -> None:
-    """Give the context `parallel` sequences of n_ctx tokens each, every one with its own part of the cache.
+def _make_context(llm, n_ctx: int, parallel: int) -> None:
+    """Give the context `parallel` sequences of n_ctx tokens each, every one with its own part of the cache,
+    and flash attention where llama.cpp has it for the model and its heads are at least 64 wide.
 
-    llama-cpp-python's Llama takes no n_seq_max: the context it made is freed, then made again."""
+    Flash attention on Gemma 3 here: 7 % more tokens/s for one stream, 13 % more for four, prompts read as
+    fast. On the tests' tiny model (16-wide heads) it read prompts 4 times slower. llama-cpp-python's Llama
+    takes neither n_seq_max nor "auto" for flash attention: the context it made is freed, then made again."""
+    import llama_cpp
     from llama_cpp import _internals
 
     params = llm.context_params
     llm._ctx.close()
     params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx * parallel, parallel, False
+    if _head_size(llm) >= 64:
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
     llm._ctx = llm._stack.enter_context(contextlib.closing(
         _internals.LlamaContext(model=llm._model, params=params, verbose=False)))
+
+
+def _head_size(llm) -> int:
+    """The width of the model's attention heads, from its header (0 when it does not say plainly)."""
+    meta = llm.metadata
+    arch = meta.get("general.architecture", "")
+    try:
+        if meta.get(f"{arch}.attention.key_length"):
+            return int(meta[f"{arch}.attention.key_length"])
+        return int(meta.get(f"{arch}.embedding_length", 0)) // max(1, int(meta.get(f"{arch}.attention.head_count", 1)))
+    except ValueError:  # per-layer head counts, written as a list
+        return 0
 
 
 class LlamaCppModel:
