@@ -187,33 +187,28 @@ def test_retry_after_follows_the_queue_and_recent_holds():
     assert refused.value.headers["Retry-After"] == "1"  # 2 x ~0.05 s, rounded up to a whole second
     release()
     waiter.join()
-    long = ModelSlot("m", queue_size=3)
-    long._hold = 4.0  # as measured on a slow model
-    release = long.acquire()
-    waiters = [threading.Thread(target=lambda: long.acquire()()) for _ in range(3)]
+    assert retry_after_when_full(ModelSlot("m", queue_size=3)) == "16"  # 4 s x (3 waiting + the one generating)
+    # Four streams at once: the queue moves four times as fast.
+    assert retry_after_when_full(ModelSlot("m", queue_size=4, capacity=4)) == "5"  # 4 s x (4 waiting + 1) / 4
+
+
+def retry_after_when_full(slot) -> str:
+    """Retry-After for one more request, with every place held and the queue full (holds of 4 s measured)."""
+    from edge_server.errors import Busy
+
+    slot._hold = 4.0  # as measured on a slow model
+    releases = [slot.acquire() for _ in range(slot.capacity)]
+    waiters = [threading.Thread(target=lambda: slot.acquire()()) for _ in range(slot.queue_size)]
     for w in waiters:
         w.start()
     time.sleep(0.5)
     with pytest.raises(Busy) as refused:
-        long.acquire()
-    assert refused.value.headers["Retry-After"] == "16"  # 4 s x (3 waiting + the one generating)
-    release()
-    for w in waiters:
-        w.join()
-    shared = ModelSlot("m", queue_size=4, capacity=4)  # four streams at once: the queue moves four times as fast
-    shared._hold = 4.0
-    releases = [shared.acquire() for _ in range(4)]
-    waiters = [threading.Thread(target=lambda: shared.acquire()()) for _ in range(4)]
-    for w in waiters:
-        w.start()
-    time.sleep(0.5)
-    with pytest.raises(Busy) as refused:
-        shared.acquire()
-    assert refused.value.headers["Retry-After"] == "5"  # 4 s x (4 waiting + 1) / 4 streams
+        slot.acquire()
     for release in releases:
         release()
     for w in waiters:
         w.join()
+    return refused.value.headers["Retry-After"]
 
 
 def cache_use(model):
