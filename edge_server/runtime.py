@@ -216,10 +216,10 @@ class ModelManager:
         largest = needs.largest_context(available, streams)
         gb = lambda size: f"{size / 1e9:.2f} GB"  # noqa: E731
         advice = (f"At n_ctx {largest} it would fit" if largest >= CTX_BLOCK else "It does not fit at any context size")
-        each, fewer = (f" for each of {streams} streams", 'send a smaller "parallel", ') if streams > 1 else ("", "")
+        each, fewer = (f" with {streams} streams", 'send a smaller "parallel", ') if streams > 1 else ("", "")
         raise InsufficientMemory(
             f"Model {spec.name!r} needs about {gb(needs.at(n_ctx, streams))} at n_ctx {n_ctx}{each} (weights "
-            f"{gb(needs.weights)}, context {gb(n_ctx * (streams * needs.cache_per_token + needs.work_per_token))}, "
+            f"{gb(needs.weights)}, context {gb(needs.cache(n_ctx, streams) + n_ctx * needs.work_per_token)}, "
             f"runtime {gb(needs.fixed)}); {gb(available)} is available. {advice}; close other apps, "
             f"{fewer}or send \"force\": true to load it anyway.")
 

@@ -81,40 +81,79 @@ def _metadata(path: Path, wanted) -> dict:
     return found
 
 
+# Of every so many layers, all but one attend over a sliding window, where the header does not say
+# (llama.cpp's defaults, per architecture).
+SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "gemma-embedding": 6, "cohere2": 4, "llama4": 4,
+                "olmo2": 4, "exaone4": 4, "gpt-oss": 2}
+UBATCH = 512  # llama-cpp-python's n_ubatch: the tokens of one compute step
+
+
+def _pad(n: int, block: int = 256) -> int:
+    return -(-n // block) * block
+
+
 @dataclass(frozen=True)
 class MemoryNeeds:
-    """What a llama.cpp model takes in memory, in bytes, at a context size."""
+    """What a llama.cpp model takes in memory, in bytes, at a context size: the weights, one KV pool of n_ctx
+    cells shared by every stream, the sliding-window layers' cache at the window's size, compute buffers."""
     weights: int  # the model file (and projector), mapped and read in full while it runs
-    cache_per_token: int  # the KV cache, for every layer, per token of context
-    work_per_token: int  # llama.cpp's compute buffers grow with the context too (attention scores)
-    fixed: int = 96 << 20  # the context, the graph, the allocator's slack, not counted above
+    cache_per_token: int  # the KV cache of the layers that attend over the whole context, per cell
+    work_per_token: int  # llama.cpp's compute buffers grow with the context too
+    window: int = 0  # the sliding window of the other layers (0: none)
+    window_cache_per_token: int = 0  # the KV cache of the sliding-window layers, per cell
+    fixed: int = 64 << 20  # the context, the graph, the allocator's slack, not counted above
+
+    def cache(self, n_ctx: int, parallel: int = 1) -> int:
+        """The KV caches llama.cpp allocates: the window's cells per stream, and a step's, as it sizes them."""
+        window_cells = min(n_ctx, _pad(self.window * parallel + UBATCH)) if self.window else 0
+        return n_ctx * self.cache_per_token + window_cells * self.window_cache_per_token
 
     def at(self, n_ctx: int, parallel: int = 1) -> int:
-        """With `parallel` streams, each with a cache of n_ctx tokens (the compute buffers are shared)."""
-        return self.weights + self.fixed + n_ctx * (parallel * self.cache_per_token + self.work_per_token)
+        return self.weights + self.fixed + self.cache(n_ctx, parallel) + n_ctx * self.work_per_token
 
     def largest_context(self, available: int, parallel: int = 1, step: int = 256) -> int:
         """The largest multiple of `step` whose needs fit in `available` (0 if none)."""
-        room = available - self.weights - self.fixed
-        return max(0, room // (parallel * self.cache_per_token + self.work_per_token) // step * step)
+        low, high = 0, max(0, available // step)
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if self.at(mid * step, parallel) <= available else (low, mid - 1)
+        return low * step
 
 
-def memory_needs(path: Path, extra_files: int = 0, batch: int = 512) -> MemoryNeeds:
-    """Estimate from the header: layers, KV heads and their sizes (an f16 cache, as llama-cpp-python uses)."""
+def memory_needs(path: Path, extra_files: int = 0) -> MemoryNeeds:
+    """Estimate from the header: layers, KV heads and their sizes (an f16 cache, as llama-cpp-python uses),
+    and which layers attend over a sliding window."""
     meta = _metadata(path, lambda key: key == "general.architecture" or ".attention." in key
-                     or key.endswith((".block_count", ".embedding_length")))
+                     or key.endswith((".block_count", ".embedding_length", ".vocab_size")))
     arch = meta.get("general.architecture", "")
     layers = int(meta.get(f"{arch}.block_count") or 0)
     embedding = int(meta.get(f"{arch}.embedding_length") or 0)
     heads = meta.get(f"{arch}.attention.head_count") or 1
     heads_kv = meta.get(f"{arch}.attention.head_count_kv") or heads
-    per_layer = heads_kv if isinstance(heads_kv, list) else [heads_kv] * layers
+    per_layer = [int(n) for n in heads_kv] if isinstance(heads_kv, list) else [int(heads_kv)] * layers
     heads_max = max(heads) if isinstance(heads, list) else heads
     key = int(meta.get(f"{arch}.attention.key_length") or embedding // max(1, heads_max))
     value = int(meta.get(f"{arch}.attention.value_length") or key)
-    cache = sum(int(n) for n in per_layer) * (key + value) * 2
-    work = batch * heads_max * 4  # one batch of attention scores (f32) against every cached token
-    return MemoryNeeds(path.stat().st_size + extra_files, cache, work)
+    window = int(meta.get(f"{arch}.attention.sliding_window") or 0)
+    sliding = _sliding_layers(meta.get(f"{arch}.attention.sliding_window_pattern"), SWA_PATTERNS.get(arch), layers)
+    if not window or not any(sliding):
+        window, sliding = 0, [False] * layers
+    per_cell = lambda swa: sum(n for n, s in zip(per_layer, sliding) if s == swa) * (key + value) * 2  # noqa: E731
+    # Compute buffers: a step's activations (every width up to the embedding's, per token of the step) and,
+    # against every cached token, a step's attention (flash attention works through it in tiles).
+    work = 4 * heads_max
+    return MemoryNeeds(path.stat().st_size + extra_files, per_cell(False), work, window, per_cell(True),
+                       fixed=(64 << 20) + UBATCH * embedding * 4 * 8)
+
+
+def _sliding_layers(pattern, default: int | None, layers: int) -> list[bool]:
+    """Which layers attend over the sliding window: the header's list, or every layer but each n-th."""
+    if isinstance(pattern, list):
+        return [bool(x) for x in pattern[:layers]] + [False] * (layers - len(pattern))
+    n = int(pattern) if isinstance(pattern, int) and pattern > 0 else default
+    if not n:
+        return [False] * layers
+    return [(i + 1) % n != 0 for i in range(layers)]
 
 
 # llama.cpp's llama_ftype: what general.file_type says about how the weights are quantized.

@@ -1,15 +1,22 @@
-"""Continuous batching for llama.cpp: the streams of one model share each llama_decode.
+"""Continuous batching for llama.cpp: the streams of one model share each llama_decode and one pool of cache.
 
-Each stream holds a sequence (a seq_id with its own part of the KV cache). A stream queues what it
-needs decoded next (a piece of its prompt, or the token it just sampled) and then asks for it to be
-decoded; the first stream to ask decodes everything queued, its own and the others', in one batch.
-The engine steps streams in turn, so in a round every stream samples from the logits of one shared
-decode and queues its next token before the round comes back to the first. Decoding is bound by
-memory bandwidth on phone and Pi CPUs: four tokens in one decode cost little more than one.
+Each stream holds a sequence (a seq_id). A stream queues what it needs decoded (its prompt, or the token it
+just sampled) and then asks for it to be decoded; the first stream to ask decodes everything queued, its
+own and the others', in one batch. The engine steps streams in turn, so in a round every stream samples
+from the logits of one shared decode and queues its next token before the round comes back to the first.
+Decoding is bound by memory bandwidth on phone and Pi CPUs: four tokens in one decode cost little more
+than one.
 
-A new stream's prompt is read in pieces that ride along with the others' tokens, so a long prompt
-never holds the rest for its whole length. A decode waits while any stream still has logits it has
-not sampled from (a decode overwrites them). Everything here runs on the engine thread only.
+The sequences share one KV pool of n_ctx cells (llama.cpp's unified cache): a model costs the memory of
+one context however many streams it runs, and one stream alone may fill all of it. What an idle sequence
+holds (a chat's prefix, for its next turn) stays while there is room; when a decode needs the room, idle
+sequences are emptied, least recently used first. If the streams running fill the pool, the youngest
+give their cells back and read their text again later, when there is room; the oldest always goes on, so
+every stream finishes. A prompt waits to be read until all of it fits.
+
+Prompts are read in pieces that ride along with the others' tokens, so a long prompt never holds the rest
+for its whole length; of several prompts, the shortest goes first. A decode waits while any stream still
+has logits it has not sampled from (a decode overwrites them). Everything here runs on the engine thread.
 """
 from __future__ import annotations
 
@@ -21,17 +28,17 @@ REPEAT_WINDOW = 64  # tokens the repeat penalty looks back over, as llama-cpp-py
 
 
 class Sequence:
-    """One stream's place in the KV cache."""
+    """One stream's place in the KV pool."""
 
     def __init__(self, seq_id: int):
         self.id = seq_id
         self.tokens: list[int] = []  # what the cache holds for this sequence, in order
-        self.pending: list[int] = []  # queued for the next decode
-        self.wants_logits = False  # for the last pending token
+        self.todo: list[int] = []  # queued to be decoded after `tokens`
+        self.wants_logits = False  # for the last token of `todo`
         self.row: int | None = None  # where its logits are in the last decode, until it samples
         self.busy = False
-        self.reading = False  # what it has queued is a piece of its prompt
-        self.used = 0  # when it was last claimed: the least recently used goes to a newcomer
+        self.reading = False  # `todo` is a prompt (or text given back to the pool, to read again)
+        self.used = 0  # when it was last claimed: the oldest stream goes on, idle ones are emptied LRU
         self.failed: BaseException | None = None
 
 
@@ -45,12 +52,14 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Batch:
-    """The sequences of one llama.cpp context and the decodes they share."""
+    """The sequences of one llama.cpp context, the cache pool they share and the decodes they share."""
 
-    def __init__(self, lib, ctx, n_seq: int, capacity: int):
+    def __init__(self, lib, ctx, n_seq: int, capacity: int, cells: int, window: int = 0):
         self._lib, self._ctx = lib, ctx
         self._memory = lib.llama_get_memory(ctx)
         self.capacity = capacity  # tokens one decode may hold (the context's n_batch)
+        self.cells = cells  # the pool: tokens all sequences together may hold
+        self.window = window  # the sliding window of the model's SWA layers, cached at that size (0: none)
         self._batch = lib.llama_batch_init(capacity, 0, 1)
         self.sequences = [Sequence(i) for i in range(n_seq)]
         self._clock = 0
@@ -58,6 +67,7 @@ class Batch:
         self._speed = 640.0  # tokens per second of the last decode that read a prompt piece
         self.prompt_evaluated = 0  # prompt tokens decoded over the model's life
         self.prompt_reused = 0  # prompt tokens found already in a sequence's cache
+        self.evictions = 0  # idle sequences emptied, and running ones that gave their cells back
         self._lent = False  # the cache was lent out (to the vision path): its contents are unknown
 
     def claim(self, prompt: list[int]) -> Sequence:
@@ -69,7 +79,7 @@ class Batch:
         if self._lent:
             self.reset()
         free = [s for s in self.sequences if not s.busy]
-        shared = {s.id: min(common_prefix(s.tokens, prompt), len(prompt) - 1) for s in free}
+        shared = {s.id: self._reusable(s, prompt) for s in free}
         seq = max(free, key=lambda s: (2 * shared[s.id] - len(s.tokens), -s.used))
         keep = shared[seq.id]
         if keep < len(seq.tokens) and not self._lib.llama_memory_seq_rm(self._memory, seq.id, keep, -1):
@@ -77,12 +87,19 @@ class Batch:
             self._lib.llama_memory_seq_rm(self._memory, seq.id, 0, -1)
         del seq.tokens[keep:]
         self._clock += 1
-        seq.busy, seq.used, seq.failed, seq.row, seq.pending, seq.reading = True, self._clock, None, None, [], False
+        seq.busy, seq.used, seq.failed, seq.row, seq.todo, seq.reading = True, self._clock, None, None, [], False
         return seq
 
+    def _reusable(self, seq: Sequence, prompt: list[int]) -> int:
+        """How much of `seq`'s cache `prompt` can start from. The last prompt token is always read (its logits
+        are needed). A sliding-window cache keeps only the window before the sequence's end, so a cut inside
+        it would leave the next token without the window it attends to: then nothing is reused."""
+        keep = min(common_prefix(seq.tokens, prompt), len(prompt) - 1)
+        return 0 if self.window and keep < len(seq.tokens) else keep
+
     def release(self, seq: Sequence) -> None:
-        """The stream is over; its cache stays for the next prompt that begins the same way."""
-        seq.busy, seq.row, seq.pending = False, None, []
+        """The stream is over; its cache stays for the next prompt that begins the same way, while there is room."""
+        seq.busy, seq.row, seq.todo, seq.reading = False, None, [], False
 
     def reset(self) -> None:
         """Empty the cache and forget what every sequence held."""
@@ -101,21 +118,21 @@ class Batch:
         return True
 
     def queue(self, seq: Sequence, tokens: list[int], logits: bool) -> None:
-        seq.pending, seq.wants_logits = tokens, logits
+        seq.todo, seq.wants_logits = list(tokens), logits
 
     def ready(self, seq: Sequence) -> bool:
-        """Whether `seq`'s queued tokens are decoded. If not, decode everything queued now, unless a stream
+        """Whether `seq`'s queued tokens are decoded. If not, decode what is queued now, unless a stream
         still has logits to sample from: then False, and the caller yields to the engine and asks again."""
         if seq.failed is not None:
             raise seq.failed
-        if not seq.pending:
+        if not seq.todo:
             return True
         if any(s.row is not None for s in self.sequences):
             return False
         self._decode()
         if seq.failed is not None:
             raise seq.failed
-        return not seq.pending
+        return not seq.todo
 
     def logits(self, seq: Sequence) -> int:
         """The batch index of `seq`'s logits, for one sampling; they are gone after the next decode."""
@@ -123,58 +140,110 @@ class Batch:
         return row
 
     def read(self, seq: Sequence, prompt: list[int]) -> Iterator[str]:
-        """Decode the prompt beyond what `seq` has cached, in pieces of about PIECE_SECONDS, yielding "" after
-        each; the last piece leaves the logits the first token is sampled from."""
-        start = len(seq.tokens)
-        self.prompt_reused += start
+        """Decode the prompt beyond what `seq` has cached, a piece per decode, yielding "" in between; the last
+        piece leaves the logits the first token is sampled from."""
+        self.prompt_reused += len(seq.tokens)
+        self.queue(seq, prompt[len(seq.tokens):], logits=True)
         seq.reading = True
-        room = max(16, self.capacity - len(self.sequences))  # the other streams' tokens ride along
-        while True:
-            size = min(self.piece, room, len(prompt) - start)
-            last = start + size == len(prompt)
-            self.queue(seq, prompt[start:start + size], logits=last)
-            while not self.ready(seq):
-                yield ""
-            self.prompt_evaluated += size
-            start += size
-            if last:
-                seq.reading = False
-                return
-            self.piece = max(16, min(room, int(self._speed * PIECE_SECONDS)))
+        while not self.ready(seq):
             yield ""
+        seq.reading = False
+
+    @property
+    def held(self) -> int:
+        """Cells of the pool in use: every sequence's cached tokens."""
+        return sum(len(s.tokens) for s in self.sequences)
 
     def _decode(self) -> None:
-        """Decode one prompt piece (the longest waiting), then every sampled token, in one batch.
+        """Decode one prompt piece, then every sampled token, in one batch, making room in the pool first.
 
-        llama.cpp splits a batch of several sequences into equal parts per sequence, and how a row is
-        computed depends on where it falls: with the prompt piece first and alone, every row comes out
-        bit for bit as when its stream runs by itself (measured on Gemma 3), so a greedy answer is the
-        same text with or without company."""
-        batch, n, members = self._batch, 0, []
-        waiting = [s for s in self.sequences if s.busy and s.pending]
-        reading = sorted((s for s in waiting if s.reading), key=lambda s: s.used)[:1]
-        for seq in reading + [s for s in waiting if not s.reading]:
+        llama.cpp computes a row differently depending on where it falls in a batch: with the prompt piece
+        first and alone, every row comes out bit for bit as when its stream runs by itself (measured on
+        Gemma 3), so a greedy answer is the same text with or without company."""
+        waiting = [s for s in self.sequences if s.busy and s.todo]
+        tokens = [s for s in waiting if not s.reading]
+        readers = sorted((s for s in waiting if s.reading), key=lambda s: (len(s.todo), s.used))
+        if tokens:
+            tokens = self._make_room(tokens, 0, spare=min(tokens, key=lambda s: s.used))
+        room = self.cells - self.held - sum(len(s.todo) for s in tokens)
+        idle = sum(len(s.tokens) for s in self.sequences if not s.busy)
+        reader = next((r for r in readers if len(r.todo) <= room + idle), None)
+        if reader is None and readers and not tokens:  # only prompts wait: the oldest goes, the younger give way
+            reader = min(readers, key=lambda s: s.used)
+        if reader is not None:
+            tokens = self._make_room(tokens, len(reader.todo), spare=reader)
+        if reader is None and not tokens:
+            return
+        piece = min(self.piece, max(16, self.capacity - len(self.sequences)), len(reader.todo)) if reader else 0
+        members, batch, n = [], self._batch, 0
+        for seq, count in ([(reader, piece)] if reader else []) + [(s, len(s.todo)) for s in tokens]:
             base = len(seq.tokens)
-            for i, token in enumerate(seq.pending):
+            for i, token in enumerate(seq.todo[:count]):
                 batch.token[n], batch.pos[n], batch.n_seq_id[n], batch.logits[n] = token, base + i, 1, False
                 batch.seq_id[n][0] = seq.id
                 n += 1
-            batch.logits[n - 1] = seq.wants_logits
-            members.append((seq, n - 1))
+            batch.logits[n - 1] = seq.wants_logits and count == len(seq.todo)
+            members.append((seq, count, n - 1))
         batch.n_tokens = n
         began = time.perf_counter()
         code = self._lib.llama_decode(self._ctx, batch)
-        if n >= 16:
+        if reader is not None and n >= 16:
             self._speed = n / max(time.perf_counter() - began, 1e-4)
         if code != 0:
             error = RuntimeError(f"llama_decode failed with {code}")
-            for seq, _ in members:  # whatever part went in is dropped; those streams end with the error
+            for seq, _, _ in members:  # whatever part went in is dropped; those streams end with the error
                 self._lib.llama_memory_seq_rm(self._memory, seq.id, len(seq.tokens), -1)
-                seq.pending, seq.failed = [], error
+                seq.todo, seq.failed = [], error
             return
-        for seq, last in members:
-            seq.tokens.extend(seq.pending)
-            seq.pending, seq.row = [], last if seq.wants_logits else None
+        for seq, count, last in members:
+            seq.tokens.extend(seq.todo[:count])
+            del seq.todo[:count]
+            if seq is reader:
+                self.prompt_evaluated += count
+                if seq.todo:  # a long prompt: the next piece sized to take about PIECE_SECONDS
+                    self.piece = max(16, int(self._speed * PIECE_SECONDS))
+            seq.row = last if seq.wants_logits and not seq.todo else None
+            seq.reading = seq.reading and bool(seq.todo)
+
+    def _make_room(self, tokens: list[Sequence], extra: int, spare: Sequence) -> list[Sequence]:
+        """Free the cells that `tokens`' queued tokens and `extra` more need: idle sequences are emptied first,
+        least recently used first; then running streams younger than `spare` give back what they hold (and
+        read it again later). Returns the streams of `tokens` that still decode now."""
+        short = sum(len(s.todo) for s in tokens) + extra - (self.cells - self.held)
+        if short > 0:
+            short -= self._evict_idle(short)
+        younger = sorted((s for s in self.sequences if s.busy and s.tokens and s.used > spare.used),
+                         key=lambda s: s.used, reverse=True)
+        for seq in younger:
+            if short <= 0:
+                break
+            if seq in tokens:
+                tokens = [s for s in tokens if s is not seq]
+                short -= len(seq.todo)
+            short -= len(seq.tokens)
+            self._give_back(seq)
+        return tokens
+
+    def _evict_idle(self, short: int) -> int:
+        """Empty idle sequences, least recently used first, until `short` cells are free; the cells freed."""
+        freed = 0
+        for seq in sorted((s for s in self.sequences if not s.busy and s.tokens), key=lambda s: s.used):
+            if freed >= short:
+                break
+            freed += len(seq.tokens)
+            self._lib.llama_memory_seq_rm(self._memory, seq.id, 0, -1)
+            seq.tokens.clear()
+            self.evictions += 1
+        return freed
+
+    def _give_back(self, seq: Sequence) -> None:
+        """A running stream's cells go back to the pool; what they held is read again, as a prompt, when
+        there is room (its sampler state and its text so far are untouched)."""
+        self._lib.llama_memory_seq_rm(self._memory, seq.id, 0, -1)
+        seq.todo = seq.tokens[:] + seq.todo
+        seq.tokens.clear()
+        seq.reading = True
+        self.evictions += 1
 
     def close(self) -> None:
         if self._batch is not None:
