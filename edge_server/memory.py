@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,15 @@ def available_memory(meminfo: str = "/proc/meminfo") -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def resident_memory(statm: str = "/proc/self/statm") -> int | None:
+    """This process's resident memory in bytes (Linux and Android); None if unknown."""
+    try:
+        with open(statm) as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def free_disk(path: Path) -> int | None:

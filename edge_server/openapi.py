@@ -138,10 +138,15 @@ def _paths() -> dict:
                      state={"enum": ["absent", "downloading", "loading", "installed", "running"]},
                      bytes_done={"type": ["integer", "null"]}, bytes_total={"type": ["integer", "null"]},
                      n_ctx={"type": "integer"}, n_threads={"type": "integer", "description": "CPU threads it computes with"},
-                     parallel={"type": "integer", "description": "Streams it answers at once, decoded together"},
+                     parallel={"type": "integer", "description": "Streams it answers at once, decoded together and "
+                               "sharing one cache of n_ctx tokens"},
                      active={"type": "integer", "description": "Of those, the ones answering now"},
                      queued={"type": "integer", "description": "Requests waiting for a free stream"},
                      keep_alive={"type": "number", "description": "Seconds idle before it is unloaded (0: never)"},
+                     cache_used={"type": "integer", "description": "Tokens its cache holds now, of n_ctx (running "
+                                 "streams, and chats' earlier turns kept for their next)"},
+                     memory_bytes={"type": ["integer", "null"], "description": "Memory the server grew by when it "
+                                   "loaded the model (weights read, caches made), measured"},
                      idle_unloaded_at={"type": "integer", "description": "Unix time it was unloaded for being "
                                                                          "idle; the next request loads it again"})
     turn = _object(["role", "content"], role={"enum": ["user", "assistant"]}, content={"type": "string"},

@@ -13,7 +13,7 @@ from .cpu import default_threads
 from .engine import Engine
 from .errors import (EdgeError, InsufficientMemory, InvalidRequest, ModelLoadError, ModelNotInstalled,
                      ModelNotRunning)
-from .memory import available_memory, release_free_heap
+from .memory import available_memory, release_free_heap, resident_memory
 from .metrics import Metrics
 from .queueing import ModelSlot, SlowWork
 from .settings import Settings
@@ -36,6 +36,7 @@ class RunningModel:
     force: bool = False  # launched past the memory check (a reload after an idle unload is too)
     stopping: threading.Event = field(default_factory=threading.Event)
     engine: Engine | None = None  # the thread its computations run on
+    memory: int | None = None  # bytes the process grew by when it loaded (weights read, caches made)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class ModelManager:
             self._stop(current)
         try:
             log.info("loading %s (n_ctx=%d, parallel=%d)", spec.name, n, streams)
-            started = time.perf_counter()
+            started, before = time.perf_counter(), resident_memory()
             model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
                                  chat_handler=spec.chat_handler, n_threads=self.n_threads, kind=spec.kind,
                                  device=self.settings.device, **({"parallel": streams} if streams > 1 else {}))
@@ -160,8 +161,10 @@ class ModelManager:
             log.warning("loading %s failed: %s", spec.name, exc)
             raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
         slot = ModelSlot(spec.name, self.settings.queue_size, capacity=getattr(model, "parallel", 1))
+        after = resident_memory()
         running = RunningModel(spec, model, slot, wanted, parallel, keep_alive, force,
-                               engine=self.heavy_engine if spec.heavy else self.engine)
+                               engine=self.heavy_engine if spec.heavy else self.engine,
+                               memory=max(0, after - before) if after and before else None)
         self._running[spec.name] = running
         log.info("running %s", spec.name)
         self._watch_idle()
@@ -343,7 +346,9 @@ class ModelManager:
         elif running is not None:
             body.update(state="running", n_ctx=getattr(running.model, "n_ctx", None), n_threads=self.n_threads,
                         parallel=running.slot.capacity, active=running.slot.active, queued=running.slot.waiting,
-                        keep_alive=running.keep_alive)
+                        keep_alive=running.keep_alive, memory_bytes=running.memory)
+            if hasattr(running.model, "cache_used"):
+                body["cache_used"] = running.model.cache_used
         elif self.store.files(spec) is not None:
             body["state"] = "installed"
             if spec.name in self._unloaded:

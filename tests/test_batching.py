@@ -46,13 +46,16 @@ class Client(threading.Thread):
             url, body = f"{self.url}/v1/chat/completions", {
                 "model": "gemma", "messages": [{"role": "user", "content": self.prompt}], "stream": True,
                 "max_tokens": self.tokens, "temperature": 0}
+        elif self.dialect == "raw":  # the prompt read as it is, with no chat template around it
+            url, body = f"{self.url}/v1/completions", {
+                "model": "gemma", "prompt": self.prompt, "stream": True, "max_tokens": self.tokens, "temperature": 0}
         else:
             url, body = f"{self.url}/generate/fromtext", {
                 "model_name": "gemma", "prompt": self.prompt, "chat_id": self.chat_id,
                 "max_new_tokens": self.tokens, "temperature": 0}
         with requests.post(url, json=body, stream=True, timeout=120) as r:
             self.status = r.status_code
-            lines = r.iter_lines() if self.dialect == "openai" else r.iter_content(chunk_size=None)
+            lines = r.iter_content(chunk_size=None) if self.dialect == "native" else r.iter_lines()
             for chunk in lines:
                 piece = self._piece(chunk)
                 if piece:
@@ -63,14 +66,16 @@ class Client(threading.Thread):
         self.last = time.perf_counter()
 
     def _piece(self, chunk: bytes) -> str:
-        if self.dialect != "openai":
+        if self.dialect == "native":
             return chunk.decode("utf-8")
         import json
 
         if not chunk.startswith(b"data: {"):
             return ""
         choices = json.loads(chunk[6:])["choices"]
-        return choices[0]["delta"].get("content") or "" if choices else ""
+        if not choices:
+            return ""
+        return choices[0].get("text") or "" if self.dialect == "raw" else choices[0]["delta"].get("content") or ""
 
     @property
     def text(self) -> str:

@@ -17,7 +17,13 @@ def meminfo(tmp_path, available_bytes: int):
 
 def test_the_estimate_follows_the_header(gemma_gguf, tiny_gguf):
     gemma = memory_needs(gemma_gguf)
-    assert gemma.cache_per_token == 18 * 1 * (256 + 256) * 2  # 18 layers, 1 KV head, 256-wide keys and values
+    # 18 layers, 1 KV head, 256-wide keys and values; every sixth layer attends over the whole context, the
+    # other 15 over a window of 512 tokens, cached at that size (per stream) plus a step of 512.
+    assert gemma.cache_per_token == 3 * 1 * (256 + 256) * 2
+    assert gemma.window == 512 and gemma.window_cache_per_token == 15 * 1 * (256 + 256) * 2
+    assert gemma.cache(8192, 1) == 8192 * gemma.cache_per_token + 1024 * gemma.window_cache_per_token
+    assert gemma.cache(8192, 4) == 8192 * gemma.cache_per_token + 2560 * gemma.window_cache_per_token
+    assert gemma.cache(512, 4) == 512 * (gemma.cache_per_token + gemma.window_cache_per_token)  # never past n_ctx
     assert gemma.at(4096) - gemma.at(2048) == 2048 * (gemma.cache_per_token + gemma.work_per_token)
     assert gemma.weights == gemma_gguf.stat().st_size
     assert gemma.largest_context(gemma.at(3000)) == 2816  # multiples of 256
@@ -37,6 +43,7 @@ def test_launch_refused_with_the_numbers_then_allowed_smaller_or_forced(make_app
     assert client.post("/model/launch", json={"model_name": "gemma", "n_ctx": 2816}).status_code == 200
     # A relaunch with more context counts the memory the running copy gives back.
     assert client.post("/model/launch", json={"model_name": "gemma", "n_ctx": 4096}).status_code == 200
+    meminfo(tmp_path, 40 << 20)  # other apps took the memory: a larger relaunch no longer fits
     r = client.post("/model/launch", json={"model_name": "gemma", "n_ctx": 32768})
     assert r.status_code == 507
     assert client.get("/model/status", query_string={"model_name": "gemma"}).json["n_ctx"] == 4096  # untouched
@@ -44,14 +51,15 @@ def test_launch_refused_with_the_numbers_then_allowed_smaller_or_forced(make_app
 
 
 def test_streams_follow_the_memory(make_app, gemma_gguf, tmp_path):
-    """Each stream has its own cache: without "parallel", as many streams as fit (up to 4); asked for, checked."""
+    """The streams share one cache, but each has its own sliding window: without "parallel", as many streams
+    as fit (up to 4); asked for, checked."""
     needs = memory_needs(gemma_gguf)
-    assert needs.at(2048, 3) - needs.at(2048, 1) == 2 * 2048 * needs.cache_per_token
+    assert needs.at(2048, 3) - needs.at(2048, 1) == 1024 * needs.window_cache_per_token
     app = make_app({"gemma": {"path": str(gemma_gguf)}},
                    meminfo_path=meminfo(tmp_path, needs.at(2048, 2) + (1 << 20)))
     client = app.test_client()
     r = client.post("/model/launch", json={"model_name": "gemma", "n_ctx": 2048, "parallel": 4})
-    assert r.status_code == 507 and "for each of 4 streams" in r.json["detail"]
+    assert r.status_code == 507 and "with 4 streams" in r.json["detail"]
     assert 'send a smaller "parallel"' in r.json["detail"]
     assert client.post("/model/launch", json={"model_name": "gemma", "n_ctx": 2048}).status_code == 200
     assert client.get("/model/status", query_string={"model_name": "gemma"}).json["parallel"] == 2
@@ -87,3 +95,20 @@ def test_a_server_process_refuses_and_the_flag_turns_it_off(tmp_path, gemma_gguf
         assert requests.post(f"{server.url}/model/launch", json={"model_name": "gemma"}, timeout=60).status_code == 200
     finally:
         server.close()
+
+
+def test_the_estimate_is_what_a_launch_measures(tmp_path, gemma_gguf, tiny_gguf):
+    """A fresh server reports what the process grew by when it loaded the model (memory_bytes): the estimate
+    the check uses is within 15 % of it, at the default parallel and at one stream."""
+    for name, path, n_ctx, parallel in (("gemma", gemma_gguf, 8192, 4), ("gemma", gemma_gguf, 2048, 1),
+                                        ("tiny", tiny_gguf, 2048, 4)):
+        server = ServerProcess(tmp_path / f"{name}{n_ctx}", {name: {"path": str(path)}})
+        try:
+            r = requests.post(f"{server.url}/model/launch", timeout=120,
+                              json={"model_name": name, "n_ctx": n_ctx, "parallel": parallel})
+            assert r.status_code == 200, r.text
+            measured = requests.get(f"{server.url}/model/status", params={"model_name": name}).json()["memory_bytes"]
+        finally:
+            server.close()
+        estimate = memory_needs(path).at(n_ctx, parallel)
+        assert abs(estimate - measured) <= 0.15 * measured, (name, n_ctx, parallel, estimate, measured)

@@ -61,8 +61,9 @@ def context_length(path: Path) -> int | None:
     return None
 
 
-def _metadata(path: Path, wanted) -> dict:
-    """The header values whose keys `wanted(key)` accepts (arrays of numbers are read too)."""
+def _metadata(path: Path, wanted, counted: tuple[str, ...] = ()) -> dict:
+    """The header values whose keys `wanted(key)` accepts (arrays of numbers are read too), and the length of
+    the arrays named in `counted` (under their key + ".count")."""
     found = {}
     with open(path, "rb") as f:
         reader = _Reader(f)
@@ -71,7 +72,12 @@ def _metadata(path: Path, wanted) -> dict:
         reader.unpack("Q")
         for _ in range(reader.unpack("Q")):
             key, kind = reader.string(), reader.unpack("I")
-            if kind == _ARRAY and wanted(key):
+            if kind == _ARRAY and key in counted:
+                position = f.tell()
+                found[key + ".count"] = (reader.unpack("I"), reader.unpack("Q"))[1]
+                f.seek(position)
+                reader.value(kind)
+            elif kind == _ARRAY and wanted(key):
                 item, count = reader.unpack("I"), reader.unpack("Q")
                 found[key] = [reader.value(item) for _ in range(count)]
             else:
@@ -86,6 +92,8 @@ def _metadata(path: Path, wanted) -> dict:
 SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "gemma-embedding": 6, "cohere2": 4, "llama4": 4,
                 "olmo2": 4, "exaone4": 4, "gpt-oss": 2}
 UBATCH = 512  # llama-cpp-python's n_ubatch: the tokens of one compute step
+RUNTIME = 24 << 20  # llama.cpp's libraries and a context, whatever the model (measured: 25 MB on a tiny model)
+BYTES_PER_WORD = 144  # the vocabulary as llama.cpp holds it (strings, scores, lookups), per token
 
 
 def _pad(n: int, block: int = 256) -> int:
@@ -101,7 +109,7 @@ class MemoryNeeds:
     work_per_token: int  # llama.cpp's compute buffers grow with the context too
     window: int = 0  # the sliding window of the other layers (0: none)
     window_cache_per_token: int = 0  # the KV cache of the sliding-window layers, per cell
-    fixed: int = 64 << 20  # the context, the graph, the allocator's slack, not counted above
+    fixed: int = RUNTIME  # llama.cpp's code and context, the vocabulary, a step's activations
 
     def cache(self, n_ctx: int, parallel: int = 1) -> int:
         """The KV caches llama.cpp allocates: the window's cells per stream, and a step's, as it sizes them."""
@@ -124,7 +132,7 @@ def memory_needs(path: Path, extra_files: int = 0) -> MemoryNeeds:
     """Estimate from the header: layers, KV heads and their sizes (an f16 cache, as llama-cpp-python uses),
     and which layers attend over a sliding window."""
     meta = _metadata(path, lambda key: key == "general.architecture" or ".attention." in key
-                     or key.endswith((".block_count", ".embedding_length", ".vocab_size")))
+                     or key.endswith((".block_count", ".embedding_length")), counted=("tokenizer.ggml.tokens",))
     arch = meta.get("general.architecture", "")
     layers = int(meta.get(f"{arch}.block_count") or 0)
     embedding = int(meta.get(f"{arch}.embedding_length") or 0)
@@ -139,11 +147,13 @@ def memory_needs(path: Path, extra_files: int = 0) -> MemoryNeeds:
     if not window or not any(sliding):
         window, sliding = 0, [False] * layers
     per_cell = lambda swa: sum(n for n, s in zip(per_layer, sliding) if s == swa) * (key + value) * 2  # noqa: E731
-    # Compute buffers: a step's activations (every width up to the embedding's, per token of the step) and,
-    # against every cached token, a step's attention (flash attention works through it in tiles).
-    work = 4 * heads_max
-    return MemoryNeeds(path.stat().st_size + extra_files, per_cell(False), work, window, per_cell(True),
-                       fixed=(64 << 20) + UBATCH * embedding * 4 * 8)
+    # Compute buffers: llama.cpp reserves them for a whole step of 512 tokens (514 MB on Gemma 3, most of it
+    # logits for every token), but a step only writes the few outputs it asks for and its activations, and
+    # only pages written take memory. Measured (bench/memory.py): within 3 % on Gemma 3 270M.
+    activations = UBATCH * embedding * 4 * 8
+    words = int(meta.get("tokenizer.ggml.tokens.count") or 0)
+    return MemoryNeeds(path.stat().st_size + extra_files, per_cell(False), 4 * heads_max, window, per_cell(True),
+                       fixed=RUNTIME + words * BYTES_PER_WORD + activations)
 
 
 def _sliding_layers(pattern, default: int | None, layers: int) -> list[bool]:

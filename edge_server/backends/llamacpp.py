@@ -49,6 +49,7 @@ class LlamaCppBackend:
             llm = Llama(str(model_path), n_ctx=n_ctx, n_threads=n_threads, chat_handler=handler, swa_full=False,
                         verbose=False)
         _make_context(llm, n_ctx, parallel)
+        _warm_up(llm)
         return LlamaCppModel(llm, handler)
 
 
@@ -100,6 +101,16 @@ def _make_context(llm, n_ctx: int, parallel: int) -> None:
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
     llm._ctx = llm._stack.enter_context(contextlib.closing(
         _internals.LlamaContext(model=llm._model, params=params, verbose=False)))
+
+
+def _warm_up(llm) -> None:
+    """Decode one token and forget it, as llama-server does: the weights are read in now, not by the first
+    request, and the memory measured after the load is what the model really takes."""
+    import llama_cpp
+
+    token = llm.token_bos() if llm.token_bos() != -1 else 0
+    llama_cpp.llama_decode(llm._ctx.ctx, llama_cpp.llama_batch_get_one((ctypes.c_int32 * 1)(token), 1))
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm._ctx.ctx), True)
 
 
 def _head_size(llm) -> int:
@@ -214,6 +225,11 @@ class LlamaCppModel:
         if self._batch.lend():
             self.llm.n_tokens = 0
         yield from stream_vision(self, prepared, options)
+
+    @property
+    def cache_used(self) -> int:
+        """Tokens the cache pool holds now (running streams and idle chats' prefixes), of n_ctx."""
+        return self._batch.held
 
     @property
     def prompt_tokens(self) -> tuple[int, int]:
