@@ -11,8 +11,9 @@ that wait in the queue. `--parallel 1` gives the one-at-a-time figures of before
 
 First, in-process and before the server starts, the most batching can give here: llama_decode of one token
 for each of 1, 2, 4 and 8 sequences (logits for every one), as tokens/s and a multiple of one sequence.
-Then the memory each stream costs: the server's resident memory with the model launched at parallel 1
-and at the --parallel used above (the cache of every stream is allocated at launch).
+Then a short request's time to first token while another client's long prompt (about 5,000 tokens) is
+read, and the server's resident memory with the model launched at parallel 1 and at the --parallel used
+above.
 """
 from __future__ import annotations
 
@@ -108,6 +109,20 @@ def memory(url: str, pid: int, parallel: int) -> None:
     print(f"server resident memory with the model launched: {line}")
 
 
+def fairness(url: str, words: int = 4500) -> None:
+    """A short request's time to first token while another client's long prompt is being read."""
+    long_prompt = "The sea was calm that day. " * (words // 6)
+    reader = threading.Thread(target=lambda: requests.post(f"{url}/v1/chat/completions", timeout=600, json={
+        "model": "bench", "messages": [{"role": "user", "content": long_prompt}], "max_tokens": 8}))
+    began = time.perf_counter()
+    reader.start()
+    time.sleep(0.5)
+    first, _, _ = stream(url, 8, 999)
+    reader.join()
+    print(f"a short request's first token while a {words}-word prompt is read: {first * 1000:.0f} ms "
+          f"(the long one took {time.perf_counter() - began:.1f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", nargs="?", type=Path)
@@ -119,7 +134,7 @@ def main() -> None:
     model = (args.model or default_model()).resolve()
     ceiling(model)
     data = Path(tempfile.mkdtemp(prefix="edge-concurrency-"))
-    (data / "models.json").write_text(json.dumps({"bench": {"path": str(model), "n_ctx": 4096}}))
+    (data / "models.json").write_text(json.dumps({"bench": {"path": str(model), "n_ctx": 8192}}))
     server, url = start_server(data)
     try:
         launch = {"model_name": "bench", **({"parallel": args.parallel} if args.parallel else {})}
@@ -142,6 +157,7 @@ def main() -> None:
             ratio = f"{rate / single:8.2f}" if single else "       -"
             shown = " ".join(f"{t * 1000:.0f}" for t in firsts[len(firsts) // 2])
             print(f"{clients:7d}   {rate:11.1f}   {ratio}   {shown}")
+        fairness(url)
         memory(url, server.pid, status["parallel"])
     finally:
         server.terminate()

@@ -93,3 +93,34 @@ def test_idle_prefixes_are_evicted_least_recently_used_first(small_pool, gemma_g
     evaluated_a, reused_a = turn("a")
     assert reused_b > used_b - 5 and evaluated_b < 40, (evaluated_b, reused_b)
     assert reused_a < 10 and evaluated_a > used_a, (evaluated_a, reused_a)
+
+
+def test_streams_of_every_size_share_a_tiny_pool_without_a_failed_decode(tiny_gguf):
+    """The backend itself, stepped as the engine steps it: rounds of four streams whose prompts and answers
+    together need up to four times the 256 cells. None fails for want of a cache slot (llama_decode would
+    raise), every one answers, and the pool never holds more than it has."""
+    import random
+
+    from edge_server.backends.base import GenerationOptions
+    from edge_server.backends.llamacpp import LlamaCppBackend
+
+    model = LlamaCppBackend().load(tiny_gguf, n_ctx=256, n_threads=2, parallel=4)
+    rng = random.Random(7)
+    try:
+        for _ in range(8):
+            prompts = [model.prepare_raw("x" * rng.randint(1, 240)) for _ in range(4)]
+            budgets = [min(rng.randint(1, 60), 256 - p.n_tokens) for p in prompts]
+            streams = [model.stream(p, GenerationOptions(max_new_tokens=b, temperature=0))
+                       for p, b in zip(prompts, budgets)]
+            pieces, live = [0] * 4, list(range(4))
+            while live:
+                for i in list(live):
+                    try:
+                        pieces[i] += bool(next(streams[i]))
+                    except StopIteration:
+                        live.remove(i)
+                assert model.cache_used <= 256
+            assert all(0 < n <= budget for n, budget in zip(pieces, budgets)), (pieces, budgets)
+        assert model._batch.evictions > 0  # the rounds did need the room
+    finally:
+        model.close()

@@ -161,20 +161,25 @@ class Batch:
         first and alone, every row comes out bit for bit as when its stream runs by itself (measured on
         Gemma 3), so a greedy answer is the same text with or without company."""
         waiting = [s for s in self.sequences if s.busy and s.todo]
-        tokens = [s for s in waiting if not s.reading]
+        tokens = sorted((s for s in waiting if not s.reading), key=lambda s: s.used)
         readers = sorted((s for s in waiting if s.reading), key=lambda s: (len(s.todo), s.used))
         if tokens:
-            tokens = self._make_room(tokens, 0, spare=min(tokens, key=lambda s: s.used))
-        room = self.cells - self.held - sum(len(s.todo) for s in tokens)
-        idle = sum(len(s.tokens) for s in self.sequences if not s.busy)
-        reader = next((r for r in readers if len(r.todo) <= room + idle), None)
-        if reader is None and readers and not tokens:  # only prompts wait: the oldest goes, the younger give way
-            reader = min(readers, key=lambda s: s.used)
+            tokens = self._make_room(tokens, 0, spare=tokens[0])
+        room = self.cells - self.held - len(tokens) + sum(len(s.tokens) for s in self.sequences if not s.busy)
+        reader = next((r for r in readers if len(r.todo) <= room), None)
+        oldest = min((s for s in self.sequences if s.busy), key=lambda s: s.used)
+        if reader is None and not tokens and oldest in readers:  # the oldest goes first; the younger give way
+            reader = oldest
         if reader is not None:
             tokens = self._make_room(tokens, len(reader.todo), spare=reader)
+        free = self.cells - self.held
+        tokens = tokens[:max(0, free)]  # a sampled token each; what does not fit waits for the older to end
+        piece = min(self.piece, max(16, self.capacity - len(self.sequences)), len(reader.todo),
+                    free - len(tokens)) if reader else 0
+        if piece <= 0:
+            reader = None
         if reader is None and not tokens:
-            return
-        piece = min(self.piece, max(16, self.capacity - len(self.sequences)), len(reader.todo)) if reader else 0
+            return  # the older streams end, or sample, first
         members, batch, n = [], self._batch, 0
         for seq, count in ([(reader, piece)] if reader else []) + [(s, len(s.todo)) for s in tokens]:
             base = len(seq.tokens)
