@@ -156,14 +156,16 @@ class ModelManager:
             model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
                                  chat_handler=spec.chat_handler, n_threads=self.n_threads, kind=spec.kind,
                                  device=self.settings.device, **({"parallel": streams} if streams > 1 else {}))
+            engine = self.heavy_engine if spec.heavy else self.engine
+            if hasattr(model, "warm_up"):
+                list(engine.submit(model.warm_up))  # on the thread that will compute its streams
             self.metrics.loads.labels(spec.name).observe(time.perf_counter() - started)
         except (ValueError, RuntimeError, OSError, ImportError) as exc:  # ImportError: a heavy library is missing
             log.warning("loading %s failed: %s", spec.name, exc)
             raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
         slot = ModelSlot(spec.name, self.settings.queue_size, capacity=getattr(model, "parallel", 1))
         after = resident_memory()
-        running = RunningModel(spec, model, slot, wanted, parallel, keep_alive, force,
-                               engine=self.heavy_engine if spec.heavy else self.engine,
+        running = RunningModel(spec, model, slot, wanted, parallel, keep_alive, force, engine=engine,
                                memory=max(0, after - before) if after and before else None)
         self._running[spec.name] = running
         log.info("running %s", spec.name)

@@ -49,7 +49,6 @@ class LlamaCppBackend:
             llm = Llama(str(model_path), n_ctx=n_ctx, n_threads=n_threads, chat_handler=handler, swa_full=False,
                         verbose=False)
         _make_context(llm, n_ctx, parallel)
-        _warm_up(llm)
         return LlamaCppModel(llm, handler)
 
 
@@ -101,16 +100,6 @@ def _make_context(llm, n_ctx: int, parallel: int) -> None:
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
     llm._ctx = llm._stack.enter_context(contextlib.closing(
         _internals.LlamaContext(model=llm._model, params=params, verbose=False)))
-
-
-def _warm_up(llm) -> None:
-    """Decode one token and forget it, as llama-server does: the weights are read in now, not by the first
-    request, and the memory measured after the load is what the model really takes."""
-    import llama_cpp
-
-    token = llm.token_bos() if llm.token_bos() != -1 else 0
-    llama_cpp.llama_decode(llm._ctx.ctx, llama_cpp.llama_batch_get_one((ctypes.c_int32 * 1)(token), 1))
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm._ctx.ctx), True)
 
 
 def _head_size(llm) -> int:
@@ -225,6 +214,16 @@ class LlamaCppModel:
         if self._batch.lend():
             self.llm.n_tokens = 0
         yield from stream_vision(self, prepared, options)
+
+    def warm_up(self) -> Iterator[str]:
+        """Decode one token and forget it, as llama-server does: the weights are read in now rather than by
+        the first request, and the memory measured after a load is what the model takes. Run it on the thread
+        that computes the streams (engine.py): a decode on another thread starts another OpenMP team, and
+        two teams on two cores made every token slower (measured: a fifth)."""
+        bos = self.llm.token_bos()
+        self._lib.llama_decode(self._ctx, self._lib.llama_batch_get_one((ctypes.c_int32 * 1)(max(bos, 0)), 1))
+        self._batch.reset()
+        yield from ()
 
     @property
     def cache_used(self) -> int:
