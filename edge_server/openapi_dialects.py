@@ -43,7 +43,7 @@ def dialect_paths() -> dict:
                       frequency_penalty={"type": "number", "minimum": -2, "maximum": 2},
                       seed={"type": "integer", "minimum": 0, "maximum": 2**32 - 2},
                       stop={"type": "array", "maxItems": 16, "items": {"type": "string"}})
-    keep_alive = {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?\d+(\.\d+)?(ns|us|ms|s|m|h)?$"}]}
+    keep_alive = {"anyOf": [{"type": "number", "minimum": -10 * 365 * 86400, "maximum": 10 * 365 * 86400}, {"type": "string", "pattern": r"^-?\d+(\.\d+)?(ns|us|ms|s|m|h)?$"}]}
     ndjson = {"description": "JSON, or with stream (the default): NDJSON lines, the last with done: true",
               "content": {"application/json": {"schema": {"type": "object"}},
                           "application/x-ndjson": {"schema": {"type": "string"}}}}
