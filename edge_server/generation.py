@@ -250,9 +250,14 @@ class Generator:
         return answer
 
     def ready(self, model_name, n_ctx: int | None = None, keep_alive: float | None = None) -> tuple[RunningModel, float]:
-        """The running model, loaded first if it is installed but not running; and the seconds loading took."""
+        """The running model, loaded first if it is installed but not running; and the seconds loading took.
+
+        `keep_alive` (None: leave it) becomes the model's idle unload, also when it was running already."""
         try:
-            return self.manager.get(model_name), 0.0
+            running = self.manager.get(model_name)
+            if keep_alive is not None:
+                self.manager.set_keep_alive(running.spec.name, keep_alive)
+            return running, 0.0
         except ModelNotRunning:
             began = time.perf_counter()
             running = self.manager.launch(model_name, n_ctx, keep_alive, download=False)

@@ -35,6 +35,23 @@ def test_ollama_keep_alive_has_launchs_bound(client, path, shape, keep_alive):
     assert launch.status_code == 422  # the one bound, in every dialect
 
 
+def test_ollama_load_of_a_running_model_sets_its_idle_unload(client):
+    """keep_alive on a load (no prompt) of a model already running changed nothing, though the README says a
+    load sets the idle unload."""
+    assert client.post("/model/launch", json={"model_name": "tiny"}).status_code == 200
+    assert client.post("/api/generate", json={"model": "tiny", "keep_alive": "5m"}).json["done_reason"] == "load"
+    assert strict(client.get("/model/status?model_name=tiny"))["keep_alive"] == 300
+    assert client.post("/api/chat", json={"model": "tiny", "keep_alive": 315360000}).status_code == 200
+    assert client.get("/api/ps").json["models"][0]["expires_at"] > "2030"
+    assert client.post("/api/chat", json={"model": "tiny", "keep_alive": -1}).status_code == 200
+    assert client.get("/model/status?model_name=tiny").json["keep_alive"] == 0  # Ollama's forever: never
+    assert client.post("/api/generate", json={"model": "tiny", "keep_alive": "300ms"}).status_code == 200
+    deadline = time.time() + 10
+    while "idle_unloaded_at" not in client.get("/model/status?model_name=tiny").json:
+        assert time.time() < deadline, "the load's keep_alive did not unload the idle model"
+        time.sleep(0.1)
+
+
 def test_no_answer_is_ever_a_non_finite_number(tiny_app):
     """Whatever slips past validation, the JSON provider refuses to write NaN or Infinity: a logged 500."""
     client = tiny_app.test_client()
