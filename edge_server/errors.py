@@ -26,6 +26,11 @@ class InvalidRequest(EdgeError):
     status, code = 422, "invalid_request"
 
 
+class UnsupportedField(EdgeError):
+    """A field a dialect defines that this server cannot honour: refused by name rather than ignored."""
+    status, code = 422, "unsupported_field"
+
+
 class ModelNotFound(EdgeError, KeyError):
     status, code = 404, "model_not_found"
 

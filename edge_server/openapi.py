@@ -10,7 +10,7 @@ from functools import cache
 
 # Every error code the server answers, with its status. Operations list the codes they can answer.
 CODES = {
-    "invalid_request": 422, "unauthorized": 401, "host_not_allowed": 403, "origin_not_allowed": 403,
+    "invalid_request": 422, "unsupported_field": 422, "unauthorized": 401, "host_not_allowed": 403, "origin_not_allowed": 403,
     "unsupported_media_type": 415, "request_too_large": 413, "internal_error": 500, "not_found": 404,
     "model_not_found": 404, "model_not_running": 404, "model_not_installed": 404,
     "full_mode_required": 400, "backend_unavailable": 400, "model_load_failed": 500,

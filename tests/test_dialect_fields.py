@@ -68,3 +68,60 @@ def test_a_non_finite_setting_is_refused():
     with pytest.raises(ValueError, match="finite"):
         build_settings(environ={"EDGE_KEEP_ALIVE": "inf"})
 
+
+CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+TEXT = {"model": "tiny", "prompt": "Once", "max_tokens": 2}
+OLLAMA = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "stream": False,
+          "options": {"num_predict": 2}}
+
+
+@pytest.mark.parametrize("path, base, extra, name", [
+    ("/v1/chat/completions", CHAT, {"logprobs": True}, "logprobs"),
+    ("/v1/chat/completions", CHAT, {"logprobs": True, "top_logprobs": 3}, "logprobs"),
+    ("/v1/chat/completions", CHAT, {"top_logprobs": 3}, "top_logprobs"),
+    ("/v1/chat/completions", CHAT, {"response_format": {"type": "json_object"}}, "response_format"),
+    ("/v1/chat/completions", CHAT, {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+     "response_format"),
+    ("/v1/chat/completions", CHAT, {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ("/v1/chat/completions", CHAT, {"tool_choice": "required"}, "tool_choice"),
+    ("/v1/completions", TEXT, {"logprobs": 2}, "logprobs"),
+    ("/v1/completions", TEXT, {"echo": True}, "echo"),
+    ("/v1/completions", TEXT, {"suffix": " the end."}, "suffix"),
+    ("/v1/completions", TEXT, {"best_of": 3}, "best_of"),
+    ("/v1/completions", TEXT, {"tools": [{"type": "function"}]}, "tools"),
+])
+def test_openai_fields_it_cannot_honour_are_refused_by_name(client, path, base, extra, name):
+    """They were accepted and ignored: JSON mode answered text that was not JSON, echo no prompt, and so on."""
+    r = client.post(path, json={**base, **extra})
+    assert r.status_code == 422, r.json
+    assert r.json["error"]["code"] == "unsupported_field" and repr(name) in r.json["error"]["message"]
+
+
+@pytest.mark.parametrize("path, base, extra, name", [
+    ("/api/chat", OLLAMA, {"format": "json"}, "format"),
+    ("/api/generate", {"model": "tiny", "prompt": "Hi", "stream": False}, {"format": "json"}, "format"),
+    ("/api/chat", OLLAMA, {"format": {"type": "object", "properties": {"a": {"type": "string"}}}}, "format"),
+    ("/api/chat", OLLAMA, {"format": 5}, "format"),
+    ("/api/chat", OLLAMA, {"format": ["json"]}, "format"),
+    ("/api/chat", OLLAMA, {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ("/api/chat", OLLAMA, {"tools": "all"}, "tools"),
+    ("/api/chat", OLLAMA, {"think": True}, "think"),
+    ("/api/generate", {"model": "tiny", "prompt": "Hi", "stream": False}, {"think": "high"}, "think"),
+    ("/api/chat", OLLAMA, {"think": 1}, "think"),
+])
+def test_ollama_fields_it_cannot_honour_are_refused_by_name(client, path, base, extra, name):
+    r = client.post(path, json={**base, **extra})
+    assert r.status_code == 422, r.json
+    assert f"'{name}'" in r.json["error"]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {**CHAT, "logprobs": False, "top_logprobs": 0, "tools": [], "tool_choice": "none",
+                              "response_format": {"type": "text"}}),
+    ("/v1/completions", {**TEXT, "logprobs": None, "echo": False, "suffix": "", "best_of": 1}),
+    ("/api/chat", {**OLLAMA, "format": "", "tools": [], "think": False}),
+])
+def test_the_off_values_of_those_fields_are_accepted(client, path, body):
+    """Many clients send every field with its default: those must still be answered."""
+    r = client.post(path, json=body)
+    assert r.status_code == 200, r.json

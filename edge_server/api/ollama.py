@@ -17,7 +17,7 @@ from flask import Blueprint, Response, jsonify
 
 from ..backends import GenerationOptions
 from ..backends.gguf_header import describe
-from ..errors import EdgeError, InvalidRequest, ModelNotFound, register_shape
+from ..errors import EdgeError, InvalidRequest, ModelNotFound, UnsupportedField, register_shape
 from ..runtime import CTX_BLOCK
 from . import edge
 from .dialects import SLOT, ImageParts, check_stop, installed_models, stream_response, template, whole_text
@@ -105,6 +105,25 @@ def _options(body: dict) -> tuple[GenerationOptions, int | None]:
     ), num_ctx
 
 
+def _refuse_unhonoured(body: dict) -> None:
+    """Fields Ollama defines that this server cannot honour, refused by name (422 unsupported_field) rather than
+    ignored: a client that asks for JSON must get JSON or a clear no. Their "off" values are accepted."""
+    fmt = body.get("format")
+    if fmt not in (None, ""):
+        if not isinstance(fmt, (str, dict)):
+            raise InvalidRequest("Field 'format' must be \"json\" or a JSON schema object.")
+        raise UnsupportedField("Field 'format' is not supported: JSON mode and JSON schemas are not available "
+                               "here; leave 'format' out for plain text.")
+    if field(body, "tools", list, []):
+        raise UnsupportedField("Field 'tools' is not supported: the models here are served without tool calling.")
+    think = body.get("think")
+    if think not in (None, False):
+        if not isinstance(think, (bool, str)):
+            raise InvalidRequest("Field 'think' must be a boolean (or \"high\", \"medium\", \"low\").")
+        raise UnsupportedField("Field 'think' is not supported: the models here are served without a separate "
+                               "thinking output; leave it out or send false.")
+
+
 def _details(model: dict) -> dict:
     info = describe(model["files"].model) if model["spec"].backend == "llama-cpp" else {}
     family = info.get("architecture") or ""
@@ -180,6 +199,7 @@ def _answer(name: str, body: dict, messages, raw: str | None, images: ImageParts
     """Run the request and answer NDJSON lines (or one object without streaming); `shape(text)` is the part
     of each line that holds the text ({"message": ...} or {"response": ...})."""
     options, num_ctx = _options(body)
+    _refuse_unhonoured(body)
     keep = _keep_alive(body.get("keep_alive"))
     # Our keep_alive: seconds idle before an unload, 0 never. Ollama's 0 (unload now) applies to a load request.
     keep_alive = None if not keep else 0.0 if keep < 0 else keep
