@@ -42,6 +42,11 @@ class ModelNotRunning(EdgeError):
     status, code = 404, "model_not_running"
 
 
+class ModelStopped(EdgeError):
+    """The model was killed, reloaded, deleted or the server stopped while it answered: the answer is cut short."""
+    status, code = 409, "model_stopped"
+
+
 class ModelNotInstalled(EdgeError):
     status, code = 404, "model_not_installed"
 

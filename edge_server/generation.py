@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 from .backends import IMAGE_OUT, SPEECH_OUT, TEXT, VISION, GenerationOptions, Prepared
 from .chats import ChatStore
-from .errors import Busy, ClientGone, ContextLengthExceeded, EdgeError, ModelNotRunning
+from .errors import Busy, ClientGone, ContextLengthExceeded, EdgeError, ModelNotRunning, ModelStopped
 from .memory import release_free_heap
 from .metrics import Metrics
 from .runtime import ModelManager, RunningModel
@@ -88,7 +88,9 @@ class Answer:
         try:
             self._first = next(self._chunks)
         except StopIteration:
-            pass
+            if self.failed is not None:  # stopped before a word was said: nothing is cut, say so with a status
+                self.close()
+                raise self.failed from None
         except BaseException as exc:
             self.close()
             raise _as_edge_error(exc) from exc
@@ -127,7 +129,13 @@ class Answer:
                     self._parts.append(text)
                     yield text
                 self._stopped_by_string = stopped
-                if stopped or self._running.stopping.is_set() or self._stop_asked.is_set() or self._abandoned():
+                if not stopped and self._running.stopping.is_set():
+                    # Not a finish: the dialects end the stream with an error, the seed endpoints cut it.
+                    self.failed = ModelStopped(f"Model {self._running.spec.name!r} was stopped (killed, reloaded, "
+                                               "deleted or the server stopped) while answering; the answer is "
+                                               "cut short.")
+                    return
+                if stopped or self._stop_asked.is_set() or self._abandoned():
                     return
             tail = scanner.flush()
             if tail:

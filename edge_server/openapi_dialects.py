@@ -14,7 +14,7 @@ def dialect_paths() -> dict:
     errors = ("model_not_found", "model_not_installed", "busy", "context_length_exceeded", "generation_failed",
               "prompt_too_large", "model_not_multimodal", "image_invalid", "image_too_large", "too_many_images",
               "link_not_allowed", "image_fetch_failed", "image_fetch_timeout", "model_load_failed",
-              "insufficient_memory", "unsupported_field")
+              "insufficient_memory", "unsupported_field", "model_stopped")
     part = {"oneOf": [_object(["type", "text"], type={"const": "text"}, text={"type": "string"}),
                       _object(["type", "image_url"], type={"const": "image_url"}, image_url={"anyOf": [
                           {"type": "string"}, _object(["url"], url={"type": "string"})]})]}
