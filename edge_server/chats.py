@@ -61,6 +61,18 @@ def write_atomically(path: Path, data: dict) -> None:
         os.close(dir_fd)
 
 
+class Reservation:
+    """A chat's place while an answer for it is being made: it counts against the chat limit before the chat's
+    file exists, and turns stale when the chat is cleared or deleted meanwhile (the answer is then not stored:
+    the clear or delete wins)."""
+
+    def __init__(self, store: "ChatStore", key: tuple[str, str]):
+        self._store, self.key, self.stale, self.held = store, key, False, True
+
+    def release(self) -> None:
+        self._store._release(self)
+
+
 class ChatStore:
     """Chats on disk, read when first asked for and kept in a small cache; every change is written before
     it is acknowledged. Bounded: chats per model, bytes per chat, bytes per system prompt."""
@@ -71,6 +83,7 @@ class ChatStore:
         self.root = Path(root)
         self.max_chats, self.max_bytes, self.max_system_prompt = max_chats, max_bytes, max_system_prompt
         self._chats: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        self._reserved: dict[tuple[str, str], list[Reservation]] = {}  # answers in flight, by chat
         self._lock = threading.Lock()
         self._remove_orphans()
 
@@ -117,8 +130,16 @@ class ChatStore:
         """Names of this chat's files that could not be read and were moved out of the way."""
         return sorted(p.name for p in (self.root / model).glob(f"{chat_id}.json.broken-*"))
 
-    def _update(self, model: str, chat_id: str, change) -> None:
+    def _update(self, model: str, chat_id: str, change, since: Reservation | None = None,
+                count: bool = False) -> None:
+        """Change the chat and write it; not if `since` turned stale (the chat was cleared or deleted after the
+        answer began); with `count`, a new chat is first checked against the limit, under the same lock."""
         with self._lock:
+            if since is not None and since.stale:
+                log.info("%s/%s was cleared or deleted while answering: the answer is not stored", model, chat_id)
+                return
+            if count:
+                self._check_count(model, chat_id)
             chat = self._copy(model, chat_id)
             change(chat)
             write_atomically(self._path(model, chat_id), chat)
@@ -130,8 +151,10 @@ class ChatStore:
         return {"system_prompt": chat["system_prompt"], "turns": list(chat["turns"]),
                 "context_start": chat["context_start"]}
 
-    def check_room(self, model: str, chat_id: str, adding: int) -> None:
-        """Raise if `adding` more bytes (a question) would pass the chat's limit, or if a new chat is one too many."""
+    def reserve(self, model: str, chat_id: str, adding: int) -> Reservation:
+        """Hold the chat's place for an answer, if `adding` more bytes (a question) fit in the chat and a new chat
+        is not one too many. The place counts against the limit at once (not when the answer is written, which
+        let concurrent first messages to new chats overshoot it); release() gives it back."""
         with self._lock:
             chat = self._cached(model, chat_id)
             size = sum(len(t["content"].encode("utf-8")) for t in chat["turns"])
@@ -139,38 +162,63 @@ class ChatStore:
                 raise EdgeError(f"The chat holds {size} bytes; its limit is {self.max_bytes}. Clear it "
                                 "(DELETE /chat/clearchat) or use another chat_id.", status=413, code="chat_too_large")
             self._check_count(model, chat_id)
+            reservation = Reservation(self, (model, chat_id))
+            self._reserved.setdefault(reservation.key, []).append(reservation)
+            return reservation
+
+    def _release(self, reservation: Reservation) -> None:
+        with self._lock:
+            if reservation.held:
+                reservation.held = False
+                held = self._reserved.get(reservation.key, [])
+                held.remove(reservation)
+                if not held:
+                    del self._reserved[reservation.key]
+
+    def _forget_answers(self, model: str, chat_id: str | None = None) -> None:
+        """Mark the answers in flight for the chat (None: every chat of the model) as not to be stored."""
+        for key, held in self._reserved.items():
+            if key[0] == model and chat_id in (None, key[1]):
+                for reservation in held:
+                    reservation.stale = True
 
     def _check_count(self, model: str, chat_id: str) -> None:
+        """Raise if a new chat would pass the model's limit; chats with an answer in flight count too."""
         folder = self.root / model
-        if self._path(model, chat_id).exists() or not folder.is_dir():
+        if self._path(model, chat_id).exists() or (model, chat_id) in self._reserved:
             return
-        if sum(1 for _ in folder.glob("*.json")) >= self.max_chats:
+        pending = sum(1 for (m, c) in self._reserved if m == model and not self._path(m, c).exists())
+        chats = sum(1 for _ in folder.glob("*.json")) if folder.is_dir() and not folder.is_symlink() else 0
+        if chats + pending >= self.max_chats:
             raise EdgeError(f"Model {model!r} has {self.max_chats} chats, the limit; clear or reuse one.",
                             status=409, code="too_many_chats")
 
-    def add_exchange(self, model: str, chat_id: str, prompt: str, answer: str, n_images: int = 0) -> None:
-        """Store a question and its answer; images are noted by count, never stored."""
+    def add_exchange(self, model: str, chat_id: str, prompt: str, answer: str, n_images: int = 0,
+                     since: Reservation | None = None) -> None:
+        """Store a question and its answer; images are noted by count, never stored. Not if the chat was
+        cleared or deleted since `since` was reserved."""
         user = {"role": "user", "content": prompt, **({"images": n_images} if n_images else {})}
         self._update(model, chat_id, lambda chat: chat["turns"].extend(
-            [user, {"role": "assistant", "content": answer}]))
+            [user, {"role": "assistant", "content": answer}]), since=since)
 
-    def set_context_start(self, model: str, chat_id: str, start: int, n_turns: int) -> None:
+    def set_context_start(self, model: str, chat_id: str, start: int, n_turns: int,
+                          since: Reservation | None = None) -> None:
         """Move where the prompt begins, unless the chat changed meanwhile (cleared, say) from `n_turns` turns."""
         def change(chat):
             if len(chat["turns"]) == n_turns:
                 chat["context_start"] = start
-        self._update(model, chat_id, change)
+        self._update(model, chat_id, change, since=since)
 
     def set_system_prompt(self, model: str, chat_id: str, text: str) -> None:
         if len(text.encode("utf-8")) > self.max_system_prompt:
             raise EdgeError(f"The system prompt is longer than {self.max_system_prompt} bytes.", status=413,
                             code="system_prompt_too_large")
-        with self._lock:
-            self._check_count(model, chat_id)
-        self._update(model, chat_id, lambda chat: chat.update(system_prompt=text))
+        self._update(model, chat_id, lambda chat: chat.update(system_prompt=text), count=True)
 
     def clear(self, model: str, chat_id: str) -> None:
         """Forget the turns, and any broken copies set aside; the system prompt stays."""
+        with self._lock:
+            self._forget_answers(model, chat_id)  # an answer in flight must not bring the turns back
         for name in self.set_aside(model, chat_id):
             (self.root / model / name).unlink(missing_ok=True)
         if self._path(model, chat_id).exists():
@@ -201,6 +249,7 @@ class ChatStore:
     def delete(self, model: str, chat_id: str) -> None:
         """Forget the chat entirely: its file, broken copies set aside, and the cached copy."""
         with self._lock:
+            self._forget_answers(model, chat_id)  # an answer in flight must not write the chat again
             self._chats.pop((model, chat_id), None)
             self._path(model, chat_id).unlink(missing_ok=True)
             for name in self.set_aside(model, chat_id):
@@ -208,6 +257,7 @@ class ChatStore:
 
     def delete_model(self, model: str) -> None:
         with self._lock:
+            self._forget_answers(model)
             for key in [k for k in self._chats if k[0] == model]:
                 del self._chats[key]
             folder = self.root / model
