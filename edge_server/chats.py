@@ -18,6 +18,20 @@ log = logging.getLogger("edge_server.chats")
 
 CHAT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_CHAT = "default"
+_CAPITAL = re.compile(r"[A-Z]")
+_MARKED = re.compile(r"\^([a-z])")
+
+
+def file_stem(chat_id: str) -> str:
+    """The chat's file name (without .json): capitals become '^' and the small letter ("Trip" -> "^trip"), so ids
+    that differ only in case stay apart where file names do not (FAT, exFAT, Android's shared storage)."""
+    return _CAPITAL.sub(lambda m: "^" + m.group().lower(), chat_id)
+
+
+def chat_id_of(stem: str) -> str | None:
+    """The chat id a file name stands for, or None if it is no chat's (file_stem never writes it)."""
+    chat_id = _MARKED.sub(lambda m: m.group(1).upper(), stem)
+    return chat_id if CHAT_ID_RE.fullmatch(chat_id) and file_stem(chat_id) == stem else None
 
 
 def check_chat_id(chat_id) -> str:
@@ -86,9 +100,23 @@ class ChatStore:
         self._reserved: dict[tuple[str, str], list[Reservation]] = {}  # answers in flight, by chat
         self._lock = threading.Lock()
         self._remove_orphans()
+        self._rename_capitals()
 
     def _path(self, model: str, chat_id: str) -> Path:
-        return self.root / model / f"{chat_id}.json"
+        return self.root / model / f"{file_stem(chat_id)}.json"
+
+    def _rename_capitals(self) -> None:
+        """Give files written before file_stem existed ("Trip.json") their new names ("^trip.json")."""
+        for path in self.root.glob("*/*.json*"):
+            stem, dot, rest = path.name.partition(".")
+            if path.parent.is_symlink() or not _CAPITAL.search(stem) or not CHAT_ID_RE.fullmatch(stem):
+                continue
+            target = path.with_name(file_stem(stem) + dot + rest)
+            if target.exists():
+                log.warning("kept %s: %s is there already", path, target.name)
+                continue
+            path.rename(target)
+            log.info("renamed %s to %s (chat file names keep ids apart by case)", path, target.name)
 
     def _remove_orphans(self) -> None:
         """Temp files left by a crash mid-write (the chat file itself is always whole)."""
@@ -128,7 +156,7 @@ class ChatStore:
 
     def set_aside(self, model: str, chat_id: str) -> list[str]:
         """Names of this chat's files that could not be read and were moved out of the way."""
-        return sorted(p.name for p in (self.root / model).glob(f"{chat_id}.json.broken-*"))
+        return sorted(p.name for p in (self.root / model).glob(f"{file_stem(chat_id)}.json.broken-*"))
 
     def _update(self, model: str, chat_id: str, change, since: Reservation | None = None,
                 count: bool = False) -> None:
@@ -231,8 +259,8 @@ class ChatStore:
             return []
         found = []
         for path in folder.glob("*.json"):
-            chat_id = path.stem
-            if not CHAT_ID_RE.fullmatch(chat_id):
+            chat_id = chat_id_of(path.stem)
+            if chat_id is None:
                 continue
             with self._lock:
                 chat = self._chats.get((model, chat_id)) or self._load(model, chat_id)

@@ -1,5 +1,5 @@
 """The chat store under concurrency and on awkward filesystems: a delete or clear wins over an answer in flight,
-and the chat limit holds for concurrent first messages."""
+the chat limit holds for concurrent first messages, and ids that differ only in case keep apart."""
 from __future__ import annotations
 
 import threading
@@ -9,7 +9,7 @@ import pytest
 import requests
 from conftest import LiveServer
 
-from edge_server.chats import ChatStore
+from edge_server.chats import ChatStore, chat_id_of, file_stem
 from edge_server.errors import EdgeError
 
 
@@ -105,3 +105,29 @@ def test_a_system_prompt_for_a_new_chat_counts_against_the_limit(tmp_path):
     assert refused.value.code == "too_many_chats"
     held.release()
     store.set_system_prompt("m", "three", "x")  # the place given back is free again
+
+
+def test_chat_ids_differing_in_case_have_files_apart_on_any_filesystem(tmp_path):
+    """'A' and 'a' were A.json and a.json: one file on FAT, exFAT or Android's shared storage."""
+    store = ChatStore(tmp_path)
+    for chat_id in ("A", "a", "Trip", "tRIP", "trip", "x-Y_z9"):
+        store.add_exchange("m", chat_id, f"question to {chat_id}", "answer")
+    names = [p.name for p in (tmp_path / "m").iterdir()]
+    assert len({name.lower() for name in names}) == len(names) == 6
+    fresh = ChatStore(tmp_path)  # read back from disk, not the cache
+    for chat_id in ("A", "a", "Trip", "tRIP", "trip", "x-Y_z9"):
+        assert fresh.get("m", chat_id)["turns"][0]["content"] == f"question to {chat_id}"
+    assert sorted(c["chat_id"] for c in fresh.summaries("m")) == sorted(["A", "a", "Trip", "tRIP", "trip", "x-Y_z9"])
+    assert all(chat_id_of(file_stem(c)) == c for c in ("A", "a", "Trip", "Z-z_0"))
+    assert chat_id_of("Trip") is None and chat_id_of("^^a") is None and chat_id_of("a^") is None
+
+
+def test_chat_files_named_the_old_way_are_renamed(tmp_path):
+    store = ChatStore(tmp_path)
+    store.add_exchange("m", "plain", "q", "a")
+    (tmp_path / "m" / "Trip.json").write_text('{"system_prompt": null, "turns": [{"role": "user", "content": "q"},'
+                                              ' {"role": "assistant", "content": "a"}]}')
+    (tmp_path / "m" / "Trip.json.broken-1").write_text("{")
+    fresh = ChatStore(tmp_path)
+    assert len(fresh.get("m", "Trip")["turns"]) == 2 and fresh.set_aside("m", "Trip") == ["^trip.json.broken-1"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["^trip.json", "^trip.json.broken-1", "plain.json"]
