@@ -214,4 +214,5 @@ def test_docs_have_the_pages_protections(client):
     for script in re.findall(rb"<script>(.*?)</script>", r.get_data(), re.DOTALL):  # only the inline one sent runs
         assert f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'" in policy
     assert client.get("/docs/swagger-ui-bundle.js").headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in client.get("/docs/oauth2-redirect.html").headers["Content-Security-Policy"]
     assert client.get("/").headers["X-Frame-Options"] == "DENY"
