@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from flask import Flask, g, request
+from flask.json.provider import DefaultJSONProvider
 
 from .backends import BackendRegistry, build_registry
 from .catalog import Catalog
@@ -34,6 +35,15 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+class FiniteJSON(DefaultJSONProvider):
+    """JSON out without NaN or Infinity: they are not JSON, and a strict client fails on the whole body. A value
+    that slipped past validation makes its view fail (a logged 500 internal_error) rather than break clients."""
+
+    def dumps(self, obj, **kwargs) -> str:
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
+
+
 @dataclass
 class EdgeServer:
     """Everything one app owns; reached through app.extensions["edge_server"]."""
@@ -53,6 +63,7 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
     settings = config if isinstance(config, Settings) else build_settings(config)
     app = Flask(__name__, static_folder=None)  # the web app's files are served by api/web.py, under /web/
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json = FiniteJSON(app)
     app.json.sort_keys = False
 
     catalog = Catalog.load(settings.data_dir / "models.json")

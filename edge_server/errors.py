@@ -26,6 +26,11 @@ class InvalidRequest(EdgeError):
     status, code = 422, "invalid_request"
 
 
+class UnsupportedField(EdgeError):
+    """A field a dialect defines that this server cannot honour: refused by name rather than ignored."""
+    status, code = 422, "unsupported_field"
+
+
 class ModelNotFound(EdgeError, KeyError):
     status, code = 404, "model_not_found"
 
@@ -35,6 +40,11 @@ class ModelNotFound(EdgeError, KeyError):
 
 class ModelNotRunning(EdgeError):
     status, code = 404, "model_not_running"
+
+
+class ModelStopped(EdgeError):
+    """The model was killed, reloaded, deleted or the server stopped while it answered: the answer is cut short."""
+    status, code = 409, "model_stopped"
 
 
 class ModelNotInstalled(EdgeError):

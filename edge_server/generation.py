@@ -8,8 +8,8 @@ from contextlib import ExitStack
 from typing import Callable, Iterator
 
 from .backends import IMAGE_OUT, SPEECH_OUT, TEXT, VISION, GenerationOptions, Prepared
-from .chats import ChatStore
-from .errors import Busy, ClientGone, ContextLengthExceeded, EdgeError, ModelNotRunning
+from .chats import ChatStore, Reservation
+from .errors import Busy, ClientGone, ContextLengthExceeded, EdgeError, ModelNotRunning, ModelStopped
 from .memory import release_free_heap
 from .metrics import Metrics
 from .runtime import ModelManager, RunningModel
@@ -41,9 +41,10 @@ class Answer:
     def __init__(self, generator: "Generator", running: RunningModel, chat_id: str | None, prompt: str,
                  prepared: Prepared, options: GenerationOptions, abandoned: Callable[[], bool], n_images: int,
                  finish: bool, stop_asked: threading.Event, asked_at: float, release: Callable[[], None],
-                 load_seconds: float = 0.0):
+                 load_seconds: float = 0.0, reservation: Reservation | None = None):
         """chat_id None: a stateless request (the OpenAI and Ollama dialects): nothing is stored.
-        release gives back the request's place at the model."""
+        release gives back the request's place at the model; reservation is the chat's place (chats.py)."""
+        self._reservation = reservation
         self._gen, self._running, self._chat_id, self._prompt = generator, running, chat_id, prompt
         self._release = release
         self._n_images, self._finish = n_images, finish
@@ -88,7 +89,9 @@ class Answer:
         try:
             self._first = next(self._chunks)
         except StopIteration:
-            pass
+            if self.failed is not None:  # stopped before a word was said: nothing is cut, say so with a status
+                self.close()
+                raise self.failed from None
         except BaseException as exc:
             self.close()
             raise _as_edge_error(exc) from exc
@@ -127,7 +130,13 @@ class Answer:
                     self._parts.append(text)
                     yield text
                 self._stopped_by_string = stopped
-                if stopped or self._running.stopping.is_set() or self._stop_asked.is_set() or self._abandoned():
+                if not stopped and self._running.stopping.is_set():
+                    # Not a finish: the dialects end the stream with an error, the seed endpoints cut it.
+                    self.failed = ModelStopped(f"Model {self._running.spec.name!r} was stopped (killed, reloaded, "
+                                               "deleted or the server stopped) while answering; the answer is "
+                                               "cut short.")
+                    return
+                if stopped or self._stop_asked.is_set() or self._abandoned():
                     return
             tail = scanner.flush()
             if tail:
@@ -161,7 +170,7 @@ class Answer:
             # An empty answer is not stored: two user turns in a row break many chat templates.
             if answer.strip() and self._chat_id is not None:
                 self._gen.chats.add_exchange(self._running.spec.name, self._chat_id, self._prompt, answer,
-                                             n_images=self._n_images)
+                                             n_images=self._n_images, since=self._reservation)
             log.info("answered %s/%s: %d chars in %.2fs", self._running.spec.name, self._chat_id or "-", len(answer),
                      time.perf_counter() - self._started)
             self._gen.metrics.answered(self._running.spec.name, self._tokens,
@@ -170,6 +179,8 @@ class Answer:
         finally:
             if self._chat_id is not None:
                 self._gen.forget(self._running.spec.name, self._chat_id, self._stop_asked)
+            if self._reservation is not None:
+                self._reservation.release()
             self._release()
             self._gen.limit.give_back()
             if self._n_images:
@@ -201,18 +212,20 @@ class Generator:
                             status=413, code="prompt_too_large")
         running = self.require(model_name, vision=bool(images))
         name = running.spec.name
-        self.chats.check_room(name, chat_id, size)
         stop_asked = threading.Event()
         with ExitStack() as undo:  # if anything below fails, give back what was taken
+            reservation = self.chats.reserve(name, chat_id, size)  # the chat's place, before waiting for anything
+            undo.callback(reservation.release)
             self._remember(name, chat_id, stop_asked)
             undo.callback(self.forget, name, chat_id, stop_asked)
             images, release = self._admit(undo, running, lambda: abandoned() or stop_asked.is_set(), images)
-            prepared = self._fit(running, chat_id, self.chats.get(name, chat_id), prompt, options, images)
+            prepared = self._fit(running, chat_id, self.chats.get(name, chat_id), prompt, options, images,
+                                 reservation)
             if stop_asked.is_set():
                 raise ClientGone("The answer was stopped before it began.")
             undo.pop_all()  # from here on the Answer gives them back when it closes
         answer = Answer(self, running, chat_id, prompt, prepared, options, abandoned, len(images or ()), finish,
-                        stop_asked, asked_at, release)
+                        stop_asked, asked_at, release, reservation=reservation)
         answer.prime()
         return answer
 
@@ -250,9 +263,14 @@ class Generator:
         return answer
 
     def ready(self, model_name, n_ctx: int | None = None, keep_alive: float | None = None) -> tuple[RunningModel, float]:
-        """The running model, loaded first if it is installed but not running; and the seconds loading took."""
+        """The running model, loaded first if it is installed but not running; and the seconds loading took.
+
+        `keep_alive` (None: leave it) becomes the model's idle unload, also when it was running already."""
         try:
-            return self.manager.get(model_name), 0.0
+            running = self.manager.get(model_name)
+            if keep_alive is not None:
+                self.manager.set_keep_alive(running.spec.name, keep_alive)
+            return running, 0.0
         except ModelNotRunning:
             began = time.perf_counter()
             running = self.manager.launch(model_name, n_ctx, keep_alive, download=False)
@@ -343,7 +361,7 @@ class Generator:
         raise failure or ClientGone("The request ended before its result was ready.")
 
     def _fit(self, running: RunningModel, chat_id: str, chat: dict, prompt: str, options: GenerationOptions,
-             images) -> Prepared:
+             images, reservation: Reservation | None = None) -> Prepared:
         """Render the chat from its context start; when that no longer fits, move the start on.
 
         The start moves far enough that the chat fills about half of what is left for the prompt, and
@@ -383,5 +401,5 @@ class Generator:
         if drop == pairs and pairs > start:  # the newest exchange alone is over half: keep what fits at all
             drop, prepared = fewest(budget)
         if drop != start:
-            self.chats.set_context_start(running.spec.name, chat_id, drop, len(turns))
+            self.chats.set_context_start(running.spec.name, chat_id, drop, len(turns), since=reservation)
         return prepared

@@ -10,12 +10,12 @@ from functools import cache
 
 # Every error code the server answers, with its status. Operations list the codes they can answer.
 CODES = {
-    "invalid_request": 422, "unauthorized": 401, "host_not_allowed": 403, "origin_not_allowed": 403,
+    "invalid_request": 422, "unsupported_field": 422, "unauthorized": 401, "host_not_allowed": 403, "origin_not_allowed": 403,
     "unsupported_media_type": 415, "request_too_large": 413, "internal_error": 500, "not_found": 404,
     "model_not_found": 404, "model_not_running": 404, "model_not_installed": 404,
     "full_mode_required": 400, "backend_unavailable": 400, "model_load_failed": 500,
     "hub_not_found": 502, "hub_unreachable": 502, "hub_offline": 502, "hub_unauthorized": 502, "hub_timeout": 504,
-    "busy": 503, "context_length_exceeded": 400, "generation_failed": 500, "model_not_multimodal": 400,
+    "busy": 503, "context_length_exceeded": 400, "generation_failed": 500, "model_stopped": 409, "model_not_multimodal": 400,
     "image_invalid": 422, "image_too_large": 413, "too_many_images": 413, "link_not_allowed": 400,
     "image_fetch_failed": 502, "image_fetch_timeout": 504, "prompt_too_large": 413, "chat_too_large": 413,
     "too_many_chats": 409, "system_prompt_too_large": 413, "downloading": 202, "download_cancelled": 409,
@@ -26,7 +26,7 @@ _ALWAYS = ("host_not_allowed", "internal_error")
 _GUARDED = ("unauthorized",)  # operations that need the key
 _BODY = ("invalid_request", "unsupported_media_type", "request_too_large", "origin_not_allowed")  # writes
 _HUB = ("hub_not_found", "hub_unreachable", "hub_offline", "hub_unauthorized", "hub_timeout")
-_STREAM = ("model_not_found", "model_not_running", "busy", "context_length_exceeded", "generation_failed",
+_STREAM = ("model_not_found", "model_not_running", "busy", "context_length_exceeded", "generation_failed", "model_stopped",
            "prompt_too_large", "chat_too_large", "too_many_chats", "model_not_text")
 _MEDIA = ("model_not_found", "model_not_running", "busy", "generation_failed", "prompt_too_large",
           "client_disconnected")

@@ -6,12 +6,15 @@ from .openapi import _HUB, _json, _object, _op
 
 def dialect_paths() -> dict:
     """/v1 (OpenAI) and /api (Ollama): their own bodies and error shapes, described loosely here; the apps'
-    own documentation is the reference. Fields not listed are accepted and ignored."""
+    own documentation is the reference. Fields not listed are accepted and ignored, except those this server
+    cannot honour, which are refused by name (422 unsupported_field): OpenAI's logprobs, top_logprobs, tools,
+    functions, tool_choice, response_format other than text, echo, suffix and best_of above 1; Ollama's format,
+    tools and think."""
     model = {"type": "string", "minLength": 1, "examples": ["gemma-3-270m-it"]}
     errors = ("model_not_found", "model_not_installed", "busy", "context_length_exceeded", "generation_failed",
               "prompt_too_large", "model_not_multimodal", "image_invalid", "image_too_large", "too_many_images",
               "link_not_allowed", "image_fetch_failed", "image_fetch_timeout", "model_load_failed",
-              "insufficient_memory")
+              "insufficient_memory", "unsupported_field", "model_stopped")
     part = {"oneOf": [_object(["type", "text"], type={"const": "text"}, text={"type": "string"}),
                       _object(["type", "image_url"], type={"const": "image_url"}, image_url={"anyOf": [
                           {"type": "string"}, _object(["url"], url={"type": "string"})]})]}
@@ -43,7 +46,7 @@ def dialect_paths() -> dict:
                       frequency_penalty={"type": "number", "minimum": -2, "maximum": 2},
                       seed={"type": "integer", "minimum": 0, "maximum": 2**32 - 2},
                       stop={"type": "array", "maxItems": 16, "items": {"type": "string"}})
-    keep_alive = {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?\d+(\.\d+)?(ns|us|ms|s|m|h)?$"}]}
+    keep_alive = {"anyOf": [{"type": "number", "minimum": -10 * 365 * 86400, "maximum": 10 * 365 * 86400}, {"type": "string", "pattern": r"^-?\d+(\.\d+)?(ns|us|ms|s|m|h)?$"}]}
     ndjson = {"description": "JSON, or with stream (the default): NDJSON lines, the last with done: true",
               "content": {"application/json": {"schema": {"type": "object"}},
                           "application/x-ndjson": {"schema": {"type": "string"}}}}

@@ -267,6 +267,13 @@ class ModelManager:
             raise ModelNotRunning(f"Model {name!r} is not running; POST /model/launch first.")
         return self._reload(name)  # being unloaded, or unloaded: wait for its lock, then load
 
+    def set_keep_alive(self, name: str, keep_alive: float) -> None:
+        """Set a running model's idle unload (seconds, 0 never), as an Ollama request's keep_alive does."""
+        running = self._running.get(name)
+        if running is not None:
+            running.keep_alive = keep_alive
+            self._watch_idle()
+
     def _watch_idle(self) -> None:
         """Start the thread that unloads idle models, once one has a keep-alive."""
         with self._guard:

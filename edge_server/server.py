@@ -10,9 +10,27 @@ log = logging.getLogger("edge_server")
 SERVING_FILE = "server.json"  # in the data dir while serving: where (`edge-server list` reads it)
 
 
+class _CutStreams(logging.Filter):
+    """A StreamCut is how an answer cut short ends its body (api/generate.py), not a fault of the server: one
+    line at info, without the traceback waitress logs for an exception while serving."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .api.generate import StreamCut
+
+        if record.exc_info and isinstance(record.exc_info[1], StreamCut):
+            record.msg, record.args = "answer cut short, its body left unfinished: %s", (record.exc_info[1],)
+            record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.INFO, "INFO"
+        return True
+
+
+_CUT_FILTER = _CutStreams()
+
+
 def make_server(app, settings, **overrides):
     """Create (not run) the waitress server for `app`; tests run it in a thread."""
     from waitress.server import create_server
+
+    logging.getLogger("waitress").addFilter(_CUT_FILTER)  # the same object: added once however often this runs
 
     options = dict(
         host=settings.host, port=settings.port, threads=settings.threads,

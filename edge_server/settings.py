@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,10 @@ def _convert(f: dataclasses.Field, raw):
     if kind.startswith("int"):
         return int(raw)
     if kind.startswith("float"):
-        return float(raw)
+        value = float(raw)
+        if not math.isfinite(value):  # "inf" parses, and would reach /model/status as a non-JSON Infinity
+            raise ValueError(f"{raw!r} is not a finite number")
+        return value
     if kind.startswith("Path"):
         return Path(raw).expanduser()
     return raw

@@ -22,8 +22,10 @@ def docs_server(make_app, tiny_gguf):
 
 def test_docs_render_offline_and_try_it_out_works(chromium, docs_server):
     page = chromium.new_page()
-    hosts = set()
+    hosts, refused = set(), []
     page.on("request", lambda request: hosts.add(urlsplit(request.url).netloc))
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text
+            else None)
     page.goto(f"{docs_server.url}/docs", wait_until="networkidle")
     page.wait_for_selector("#operations-models-get_model_getactive")
     assert page.locator(".opblock").count() >= 14  # every operation is listed
@@ -44,4 +46,17 @@ def test_docs_render_offline_and_try_it_out_works(chromium, docs_server):
         page.screenshot(path=os.path.join(os.environ["SCREENSHOT_DIR"], "docs.png"), full_page=True)
     assert '"tiny"' in text, text
     assert hosts == {urlsplit(docs_server.url).netloc}, hosts  # nothing was fetched from anywhere else
+    assert refused == [], refused  # the page's policy lets Swagger UI do all of that
+    page.close()
+
+
+def test_docs_cannot_be_framed(chromium, docs_server):
+    """/docs had no Content-Security-Policy and no X-Frame-Options: any page could frame it (and trick a click on
+    "Execute" there). Now it has the page's protections."""
+    page = chromium.new_page()
+    # "load" waits for the frame too: a page refused to a frame loads Chromium's error page instead
+    page.set_content(f'<iframe id="docs" src="{docs_server.url}/docs/" width="800" height="600"></iframe>',
+                     wait_until="load")
+    frame = page.frame_locator("#docs")
+    assert frame.locator("#swagger-ui").count() == 0  # refused: the frame holds Chromium's error page
     page.close()

@@ -198,3 +198,21 @@ def test_key_file_mode_is_kept_private(make_app, tiny_models, data_dir):
     os.chmod(data_dir / "api_key", 0o644)
     assert make_app(tiny_models, host="0.0.0.0").extensions["edge_server"].api_key == "kept-key"
     assert stat.S_IMODE((data_dir / "api_key").stat().st_mode) == 0o600
+
+
+def test_docs_have_the_pages_protections(client):
+    """/docs could be framed by any page: no Content-Security-Policy, no X-Frame-Options."""
+    import base64
+    import hashlib
+    import re
+
+    r = client.get("/docs/")
+    policy = r.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy and r.headers["X-Frame-Options"] == "DENY"
+    scripts = next(part for part in policy.split(";") if part.strip().startswith("script-src"))
+    assert "unsafe-inline" not in scripts and "unsafe-eval" not in scripts
+    for script in re.findall(rb"<script>(.*?)</script>", r.get_data(), re.DOTALL):  # only the inline one sent runs
+        assert f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'" in policy
+    assert client.get("/docs/swagger-ui-bundle.js").headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in client.get("/docs/oauth2-redirect.html").headers["Content-Security-Policy"]
+    assert client.get("/").headers["X-Frame-Options"] == "DENY"

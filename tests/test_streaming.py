@@ -1,10 +1,12 @@
 """Streaming through a real waitress server: incremental chunks, UTF-8, queues, disconnects, kill."""
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 
+import pytest
 import requests
 from conftest import LiveServer
 
@@ -84,18 +86,67 @@ def test_disconnect_frees_the_model_quickly(slow_live):
     assert turns[0]["content"] == "long one" and 0 < len(turns[1]["content"].encode()) < 900
 
 
-def test_kill_during_stream_ends_it_cleanly(slow_live):
+def test_kill_during_stream_cuts_it_short(slow_live):
+    """A cut answer must not look complete: the body ends without its final chunk (it ended like a finish)."""
     r = post_stream(slow_live.url, model_name="slow", prompt="endless", max_new_tokens=900)
     stream = r.iter_content(chunk_size=None)
     got = [next(stream)]
     killer = requests.delete(f"{slow_live.url}/model/kill", json={"model_name": "slow"}, timeout=10)
     assert killer.status_code == 200
-    got.extend(stream)  # the stream finishes properly: no error while reading
-    text = b"".join(got).decode("utf-8")
-    assert text
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        got.extend(stream)
+    assert b"".join(got).decode("utf-8")  # the text so far arrived, and stays in the chat
+    assert requests.get(f"{slow_live.url}/chat/getchathistory", params={"model_name": "slow"}).json()["turns"]
     assert requests.get(f"{slow_live.url}/model/getactive").json() == []
     assert requests.post(f"{slow_live.url}/generate/fromtext",
                          json={"model_name": "slow", "prompt": "x"}).json()["code"] == "model_not_running"
+
+
+def cut(url: str, how: str) -> None:
+    """Stop the slow model the way `how` says, while it answers."""
+    if how == "kill":
+        assert requests.delete(f"{url}/model/kill", json={"model_name": "slow"}, timeout=10).ok
+    elif how == "reload":  # another context: the running copy goes, a new one loads
+        assert requests.post(f"{url}/model/launch", json={"model_name": "slow", "n_ctx": 512}, timeout=30).ok
+    else:
+        assert requests.delete(f"{url}/model/delete", json={"model_name": "slow"}, timeout=10).ok
+
+
+@pytest.mark.parametrize("how", ["kill", "reload", "delete"])
+def test_dialect_streams_cut_by_their_model_end_with_an_error(slow_live, how):
+    """/v1 sent finish_reason "stop" then [DONE], /api done_reason "stop": a cut looked like a finish."""
+    chat = {"model": "slow", "messages": [{"role": "user", "content": "endless"}], "stream": True}
+    v1 = requests.post(f"{slow_live.url}/v1/chat/completions", json={**chat, "max_tokens": 900}, stream=True,
+                       timeout=60)
+    api = requests.post(f"{slow_live.url}/api/chat", json={**chat, "options": {"num_predict": 900}}, stream=True,
+                        timeout=60)
+    v1_lines, api_lines = v1.iter_lines(), api.iter_lines()
+    assert next(v1_lines) and next(api_lines)
+    cut(slow_live.url, how)
+    events = [line for line in v1_lines if line]
+    assert b"[DONE]" not in events[-1] and json.loads(events[-1][6:])["error"]["code"] == "model_stopped"
+    assert not any(b'"finish_reason": "stop"' in e or b'"finish_reason": "length"' in e for e in events)
+    last = json.loads(list(api_lines)[-1])
+    assert "was stopped" in last["error"] and "done" not in last
+
+
+def test_a_whole_answer_cut_by_a_kill_is_an_error(slow_live):
+    outcome = {}
+
+    def ask():
+        outcome["r"] = requests.post(f"{slow_live.url}/v1/chat/completions", timeout=60, json={
+            "model": "slow", "messages": [{"role": "user", "content": "endless"}], "max_tokens": 900})
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    deadline = time.time() + 10
+    while requests.get(f"{slow_live.url}/model/status", params={"model_name": "slow"}).json().get("active") != 1:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # a few tokens in
+    cut(slow_live.url, "kill")
+    asker.join()
+    assert outcome["r"].status_code == 409 and outcome["r"].json()["error"]["code"] == "model_stopped"
 
 
 def test_different_models_generate_at_the_same_time(slow_live):

@@ -20,9 +20,36 @@ def client_gone():
     return request.environ.get("waitress.client_disconnected") or (lambda: False)
 
 
+class StreamCut(Exception):
+    """Raised into the server after the last piece of an answer that did not finish (its model was stopped, or
+    failed): waitress then closes the connection without the chunked body's final chunk, so a client sees an
+    incomplete body (curl: exit 18; requests: ChunkedEncodingError) instead of a complete answer. Plain text
+    has no other way to say so once the status line is sent."""
+
+
+class _Body:
+    """The answer as a response body; the server's close() reaches the Answer (even unread) and frees the model."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self.answer)
+        except StopIteration:
+            if self.answer.failed is not None:
+                raise StreamCut(f"{self.answer.failed.code}: {self.answer.failed.detail}") from None
+            raise
+
+    def close(self) -> None:
+        self.answer.close()
+
+
 def stream(answer) -> Response:
-    # The Answer object itself is the body, so the server's close() reaches it and frees the model.
-    response = Response(answer, content_type="text/plain; charset=utf-8")
+    response = Response(_Body(answer), content_type="text/plain; charset=utf-8")
     response.headers["X-Accel-Buffering"] = "no"  # proxies such as nginx must not hold chunks back
     response.headers["Cache-Control"] = "no-cache"
     return response

@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, request
 from ..memory import available_memory, free_disk
 from ..runtime import MAX_PARALLEL
 from . import edge
-from .validation import MAX_TOKENS, field, json_body, model_name
+from .validation import MAX_KEEP_ALIVE, MAX_TOKENS, field, json_body, model_name
 
 bp = Blueprint("model", __name__, url_prefix="/model")
 
@@ -16,7 +16,7 @@ def launch():
     body = json_body()
     name = model_name(body)
     n_ctx = field(body, "n_ctx", int, None, maximum=MAX_TOKENS)
-    keep_alive = field(body, "keep_alive", (int, float), None, minimum=0, maximum=10 * 365 * 86400)
+    keep_alive = field(body, "keep_alive", (int, float), None, minimum=0, maximum=MAX_KEEP_ALIVE)
     parallel = field(body, "parallel", int, None, minimum=1, maximum=MAX_PARALLEL)
     edge().manager.launch(name, n_ctx, keep_alive, force=field(body, "force", bool, False), parallel=parallel)
     return jsonify(None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -16,12 +17,12 @@ from flask import Blueprint, Response, jsonify
 
 from ..backends import GenerationOptions
 from ..backends.gguf_header import describe
-from ..errors import EdgeError, InvalidRequest, ModelNotFound, register_shape
+from ..errors import EdgeError, InvalidRequest, ModelNotFound, UnsupportedField, register_shape
 from ..runtime import CTX_BLOCK
 from . import edge
 from .dialects import SLOT, ImageParts, check_stop, installed_models, stream_response, template, whole_text
 from .generate import client_gone
-from .validation import MAX_TOKENS, field, json_body
+from .validation import MAX_KEEP_ALIVE, MAX_TOKENS, field, json_body
 
 bp = Blueprint("ollama", __name__, url_prefix="/api")
 VERSION = "0.12.0"  # the Ollama API this adapter speaks; clients compare it before using newer fields
@@ -66,15 +67,23 @@ def _name(body: dict) -> str:
 
 
 def _keep_alive(value) -> float | None:
-    """Ollama's keep_alive ("5m", 300; negative: forever; 0: unload now) in seconds, or None when absent."""
+    """Ollama's keep_alive ("5m", 300; negative: forever; 0: unload now) in seconds, or None when absent.
+
+    Bounded as /model/launch bounds it: a number past it (1e30, or 1e309, which parses as infinity) would be
+    kept, then shown as a non-JSON Infinity by /model/status and overflow the expiry /api/ps computes."""
     if value is None:
         return None
+    seconds = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and DURATION.match(value.strip()):
+        seconds = value
+    elif isinstance(value, str) and DURATION.match(value.strip()):
         number, unit = DURATION.match(value.strip()).groups()
-        return float(number) * UNITS[unit]
-    raise InvalidRequest("Field 'keep_alive' must be a duration such as \"5m\" or a number of seconds.")
+        seconds = float(number) * UNITS[unit]
+    if seconds is None:
+        raise InvalidRequest("Field 'keep_alive' must be a duration such as \"5m\" or a number of seconds.")
+    if abs(seconds) > MAX_KEEP_ALIVE or not math.isfinite(seconds):  # abs first: math.isfinite(10**400) overflows
+        raise InvalidRequest(f"Field 'keep_alive' must be at most {MAX_KEEP_ALIVE} seconds (negative: forever).")
+    return float(seconds)
 
 
 def _options(body: dict) -> tuple[GenerationOptions, int | None]:
@@ -94,6 +103,25 @@ def _options(body: dict) -> tuple[GenerationOptions, int | None]:
         seed=field(options, "seed", int, None, minimum=0, maximum=2**32 - 2),
         stop=check_stop(options.get("stop")),
     ), num_ctx
+
+
+def _refuse_unhonoured(body: dict) -> None:
+    """Fields Ollama defines that this server cannot honour, refused by name (422 unsupported_field) rather than
+    ignored: a client that asks for JSON must get JSON or a clear no. Their "off" values are accepted."""
+    fmt = body.get("format")
+    if fmt not in (None, ""):
+        if not isinstance(fmt, (str, dict)):
+            raise InvalidRequest("Field 'format' must be \"json\" or a JSON schema object.")
+        raise UnsupportedField("Field 'format' is not supported: JSON mode and JSON schemas are not available "
+                               "here; leave 'format' out for plain text.")
+    if field(body, "tools", list, []):
+        raise UnsupportedField("Field 'tools' is not supported: the models here are served without tool calling.")
+    think = body.get("think")
+    if think not in (None, False):
+        if not isinstance(think, (bool, str)):
+            raise InvalidRequest("Field 'think' must be a boolean (or \"high\", \"medium\", \"low\").")
+        raise UnsupportedField("Field 'think' is not supported: the models here are served without a separate "
+                               "thinking output; leave it out or send false.")
 
 
 def _details(model: dict) -> dict:
@@ -140,7 +168,7 @@ def ps():
     for model in installed_models(app):
         if model["model_name"] in running:
             status = app.manager.status(model["model_name"])
-            until = time.time() + (status.get("keep_alive") or 10 * 365 * 86400)  # 0: kept until killed
+            until = time.time() + (status.get("keep_alive") or MAX_KEEP_ALIVE)  # 0: kept until killed
             models.append({**_entry(model), "expires_at": stamp(until), "size_vram": 0,
                            "context_length": status.get("n_ctx")})
     return jsonify({"models": models})
@@ -171,6 +199,7 @@ def _answer(name: str, body: dict, messages, raw: str | None, images: ImageParts
     """Run the request and answer NDJSON lines (or one object without streaming); `shape(text)` is the part
     of each line that holds the text ({"message": ...} or {"response": ...})."""
     options, num_ctx = _options(body)
+    _refuse_unhonoured(body)
     keep = _keep_alive(body.get("keep_alive"))
     # Our keep_alive: seconds idle before an unload, 0 never. Ollama's 0 (unload now) applies to a load request.
     keep_alive = None if not keep else 0.0 if keep < 0 else keep

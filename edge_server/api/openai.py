@@ -12,7 +12,7 @@ import uuid
 from flask import Blueprint, jsonify
 
 from ..backends import GenerationOptions
-from ..errors import EdgeError, InvalidRequest, register_shape
+from ..errors import EdgeError, InvalidRequest, UnsupportedField, register_shape
 from . import edge
 from .dialects import SLOT, ImageParts, check_stop, installed_models, stream_response, template, whole_text
 from .generate import client_gone
@@ -71,6 +71,39 @@ def _options(body: dict) -> GenerationOptions:
     )
 
 
+def _refuse_unhonoured(body: dict, completion: bool = False) -> None:
+    """Fields OpenAI defines that this server cannot honour: a client asking for them gets a clear 422 naming the
+    field, never an answer that silently lacks what it asked for (JSON that is not JSON, no log probabilities).
+    Their "off" values (false, null, "text", one best_of) are accepted: many clients send them always."""
+    def refuse(name: str, why: str):
+        raise UnsupportedField(f"Field {name!r} is not supported: {why}.")
+
+    if completion:  # /v1/completions: logprobs is a count, echo and suffix shape the text
+        if field(body, "logprobs", (bool, int), None) not in (None, False):
+            refuse("logprobs", "this server does not report log probabilities")
+        if field(body, "echo", bool, False):
+            refuse("echo", "the answer never repeats the prompt")
+        if field(body, "suffix", str, ""):
+            refuse("suffix", "text is only continued at its end (no fill-in-the-middle)")
+        if field(body, "best_of", int, 1) != 1:
+            refuse("best_of", "one answer is generated per request")
+    else:
+        if field(body, "logprobs", bool, False):
+            refuse("logprobs", "this server does not report log probabilities")
+        if field(body, "top_logprobs", int, 0):
+            refuse("top_logprobs", "this server does not report log probabilities")
+        fmt = field(body, "response_format", dict, {})
+        kind = field(fmt, "type", str, "text") if fmt else "text"
+        if kind != "text":
+            refuse("response_format", f"type {kind!r} (JSON mode) is not available; only \"text\"")
+    for name in ("tools", "functions"):
+        if field(body, name, list, []):
+            refuse(name, "the models here are served without tool calling")
+    choice = body.get("tool_choice")
+    if choice not in (None, "none", "auto"):
+        refuse("tool_choice", "the models here are served without tool calling")
+
+
 def _messages(body: dict, images: ImageParts) -> list[dict]:
     messages = field(body, "messages", list)
     if not messages:
@@ -122,6 +155,7 @@ def chat_completions():
     body = json_body()
     name = field(body, "model", str)
     options = _options(body)
+    _refuse_unhonoured(body)
     images = ImageParts(edge())
     messages = _messages(body, images)
     stream = field(body, "stream", bool, False)
@@ -159,6 +193,7 @@ def completions():
     body = json_body()
     name = field(body, "model", str)
     options = _options(body)
+    _refuse_unhonoured(body, completion=True)
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]

@@ -1,6 +1,9 @@
 """Server pages: health, metrics, the OpenAPI document and Swagger UI at /docs (the web app is in web.py)."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import time
 
 from flask import Blueprint, Response, jsonify
@@ -33,10 +36,34 @@ def openapi():
     return jsonify(document(__version__))
 
 
+# /docs gets the page's protections: only this server's files run, nothing may frame it (a framing page could
+# trick a click on "Execute"). Swagger UI needs its one inline script (allowed by its hash, computed from what is
+# sent), data: images (its icons), inline styles (it sets some as it renders; styles run no code) and fetches to
+# this server ("Try it out"), nothing more.
+DOCS_CSP = ("default-src 'self'; script-src 'self' {scripts}; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def protect_docs(response: Response) -> Response:
+    """The headers every /docs response gets (the page and its assets)."""
+    if response.mimetype == "text/html":  # a page sent as a file (oauth2-redirect.html, unused here) runs none
+        body = b"" if response.is_streamed or response.direct_passthrough else response.get_data()
+        hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+                          for script in _INLINE_SCRIPT.findall(body))
+        response.headers["Content-Security-Policy"] = DOCS_CSP.format(scripts=hashes)
+    response.headers["X-Frame-Options"] = "DENY"  # frame-ancestors' older twin, for browsers without CSP 2
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
 def docs_blueprint():
     """Swagger UI from flask-swagger-ui's own assets: no request leaves the server (no validator badge)."""
     from flask_swagger_ui import get_swaggerui_blueprint
 
-    return get_swaggerui_blueprint("/docs", "/openapi.json", blueprint_name="docs", config={
+    docs = get_swaggerui_blueprint("/docs", "/openapi.json", blueprint_name="docs", config={
         "app_name": "edge-server", "validatorUrl": None, "persistAuthorization": True,
         "displayRequestDuration": True})
+    docs.after_request(protect_docs)
+    return docs

@@ -11,6 +11,7 @@ from ..errors import InvalidRequest
 
 REQUIRED = object()
 MAX_TOKENS = 1 << 20  # no context or vocabulary is larger; bigger numbers are mistakes (or attacks)
+MAX_KEEP_ALIVE = 10 * 365 * 86400  # seconds: the longest idle time any dialect may ask for (ten years)
 
 
 def _no_constants(name: str):

@@ -48,6 +48,7 @@ def _send(name: str) -> Response:
 def index():
     response = _send("index.html")
     response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Frame-Options"] = "DENY"  # frame-ancestors' older twin
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
