@@ -91,6 +91,11 @@ def dialect_round(url, tokens, dialect):
     return texts[0][0] - start, texts[-1][0] - texts[0][0], [text for _, text in texts]
 
 
+def count(llm, text: str) -> int:
+    """Tokens in an answer's text (as the model tokenizes it; a greedy answer is its own tokens almost always)."""
+    return len(llm.tokenize(text.encode("utf-8"), add_bos=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", type=Path)
@@ -128,14 +133,15 @@ def main() -> None:
             ip_ttft, ip_decode, n, ip_text = in_process_round(llm, prompt, args.tokens)
             runs = {}
             for way in order.sample(["seed", *dialects], 3):
+                # Tokens are counted by tokenizing the text each way answered (pieces are fewer: a piece that
+                # might begin a stop string waits for the next), so an answer that ends early (a chat template's
+                # end of turn) is not counted as n tokens.
                 if way == "seed":
                     sv_ttfb, sv_decode, sv_text = server_round(url, args.tokens, f"round{i}")
-                    runs[way] = (sv_ttfb, (n - 1) / sv_decode, sv_text)
+                    runs[way] = (sv_ttfb, (count(llm, sv_text) - 1) / sv_decode, sv_text)
                 else:
-                    # The same text is the same tokens: n of them, as for the seed endpoint (pieces are fewer:
-                    # a piece that might begin a stop string waits for the next, as "\n" does for "\nUser:").
                     ttfb, decode, pieces = dialect_round(url, args.tokens, way)
-                    runs[way] = (ttfb, (n - 1) / decode, "".join(pieces))
+                    runs[way] = (ttfb, (count(llm, "".join(pieces)) - 1) / decode, "".join(pieces))
             sv_ttfb, sv_rate, sv_text = runs["seed"]
             if sv_text.strip() != ip_text.split("\nUser:")[0].strip():
                 print("note: server and in-process texts differ in round", i, file=sys.stderr)

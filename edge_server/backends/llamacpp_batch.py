@@ -158,8 +158,9 @@ class Batch:
         """Decode one prompt piece, then every sampled token, in one batch, making room in the pool first.
 
         llama.cpp computes a row differently depending on where it falls in a batch: with the prompt piece
-        first and alone, every row comes out bit for bit as when its stream runs by itself (measured on
-        Gemma 3), so a greedy answer is the same text with or without company."""
+        first and alone, the rows come out as when their stream runs by itself (measured on Gemma 3), but
+        for the attention over the shared pool, which rounds differently now and then with other sequences'
+        cells in it: a greedy answer is the same text with or without company almost always."""
         waiting = [s for s in self.sequences if s.busy and s.todo]
         tokens = sorted((s for s in waiting if not s.reading), key=lambda s: s.used)
         readers = sorted((s for s in waiting if s.reading), key=lambda s: (len(s.todo), s.used))
