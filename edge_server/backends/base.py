@@ -94,7 +94,8 @@ class Backend(Protocol):
 
         kind is the catalog's (text, vision, image-out, speech-out); device is --device (None: choose);
         parallel (given only when above 1, and never to a heavy backend): streams the model computes
-        together, each with n_ctx of context."""
+        together, sharing n_ctx of context. A loaded model may have warm_up() -> Iterator[str], which the
+        server runs on the thread that will compute its streams before it reports the model's memory."""
 
     def trained_context(self, model_path: Path) -> int | None:
         """Return the context length the model was trained with, if the file says."""
