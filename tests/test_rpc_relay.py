@@ -1,0 +1,146 @@
+"""The authenticated relay that will stand in front of llama.cpp's RPC server on a worker (issue 22): real
+sockets on loopback, with an echo server in ggml's place that records every connection it gets."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from edge_server import rpc_relay
+
+KEY = "family-secret"
+
+
+class Echo:
+    """ggml's RPC server stand-in: echoes bytes back, counts the connections that reach it."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()[:2]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._echo, args=(sock,), daemon=True).start()
+
+    @staticmethod
+    def _echo(sock):
+        with sock:
+            while data := sock.recv(65536):
+                sock.sendall(data)
+
+
+@pytest.fixture
+def worker():
+    echo = Echo()
+    relay = rpc_relay.worker_side("127.0.0.1", 0, echo.address, KEY)
+    yield echo, relay
+    relay.close()
+    echo.listener.close()
+
+
+def roundtrip(port: int, payload: bytes) -> bytes:
+    """What comes back for `payload` sent through a local end (b"" when it was closed on us)."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            while part := sock.recv(65536):
+                received += part
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    return received
+
+
+def closed_without_a_byte(sock: socket.socket) -> bool:
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_the_key_lets_bytes_through_both_ways(worker):
+    echo, relay = worker
+    local = rpc_relay.server_side(("127.0.0.1", relay.port), KEY)
+    try:
+        payload = bytes(range(256)) * 4096  # 1 MiB
+        assert roundtrip(local.port, payload) == payload
+        assert echo.connections == 1
+    finally:
+        local.close()
+
+
+def test_a_wrong_key_reaches_nothing(worker):
+    echo, relay = worker
+    local = rpc_relay.server_side(("127.0.0.1", relay.port), "guessed")
+    try:
+        assert roundtrip(local.port, b"hello") == b""  # the local end is closed: the worker refused
+        time.sleep(0.2)
+        assert echo.connections == 0
+    finally:
+        local.close()
+
+
+def test_a_client_without_the_handshake_is_closed_and_reaches_nothing(worker):
+    echo, relay = worker
+    with socket.create_connection(("127.0.0.1", relay.port)) as sock:
+        sock.settimeout(10)
+        assert rpc_relay._read_exactly(sock, len(rpc_relay.MAGIC) + rpc_relay.NONCE).startswith(rpc_relay.MAGIC)
+        sock.sendall(b"\x00" * 200)  # what ggml's RPC client would send: no proof
+        assert closed_without_a_byte(sock)
+    assert echo.connections == 0
+
+
+def test_a_silent_client_is_closed_after_the_handshake_time(worker, monkeypatch):
+    monkeypatch.setattr(rpc_relay, "HANDSHAKE_SECONDS", 0.5)
+    echo, relay = worker
+    with socket.create_connection(("127.0.0.1", relay.port)) as sock:
+        began = time.perf_counter()
+        sock.settimeout(10)
+        rpc_relay._read_exactly(sock, len(rpc_relay.MAGIC) + rpc_relay.NONCE)
+        assert closed_without_a_byte(sock)
+        assert time.perf_counter() - began < 5
+    assert echo.connections == 0
+
+
+def test_a_fake_worker_without_the_key_gets_nothing_from_the_server(monkeypatch):
+    """The worker proves the key too: something else listening at a worker's address is refused before
+    llama.cpp's bytes (a model's weights, activations) go to it."""
+    monkeypatch.setattr(rpc_relay, "HANDSHAKE_SECONDS", 1.0)
+    echo = Echo()
+    impostor = rpc_relay.worker_side("127.0.0.1", 0, echo.address, "another-key")
+    received = []
+
+    def listen_in(sock):  # an impostor that admits anyone and keeps what it is sent
+        sock.sendall(rpc_relay.MAGIC + b"\x01" * rpc_relay.NONCE)
+        sock.settimeout(5)
+        try:
+            while part := sock.recv(65536):
+                received.append(part)
+        except OSError:
+            pass
+
+    fake = rpc_relay.Relay("127.0.0.1", 0, listen_in)
+    try:
+        for address in (impostor.port, fake.port):
+            local = rpc_relay.server_side(("127.0.0.1", address), KEY)
+            try:
+                assert roundtrip(local.port, b"weights") == b""
+            finally:
+                local.close()
+        assert echo.connections == 0
+        assert b"weights" not in b"".join(received)  # only the handshake's proof went out
+    finally:
+        impostor.close()
+        fake.close()
+        echo.listener.close()
