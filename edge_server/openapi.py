@@ -14,7 +14,7 @@ CODES = {
     "unsupported_media_type": 415, "request_too_large": 413, "internal_error": 500, "not_found": 404,
     "model_not_found": 404, "model_not_running": 404, "model_not_installed": 404,
     "full_mode_required": 400, "backend_unavailable": 400, "model_load_failed": 500,
-    "hub_not_found": 502, "hub_unreachable": 502, "hub_offline": 502, "hub_unauthorized": 502, "hub_timeout": 504,
+    "hub_not_found": 502, "hub_unreachable": 502, "hub_offline": 409, "hub_unauthorized": 502, "hub_timeout": 504,
     "busy": 503, "context_length_exceeded": 400, "generation_failed": 500, "model_stopped": 409, "model_not_multimodal": 400,
     "image_invalid": 422, "image_too_large": 413, "too_many_images": 413, "link_not_allowed": 400,
     "image_fetch_failed": 502, "image_fetch_timeout": 504, "prompt_too_large": 413, "chat_too_large": 413,
@@ -33,7 +33,8 @@ _MEDIA = ("model_not_found", "model_not_running", "busy", "generation_failed", "
 
 _STATUS_TEXT = {202: "Accepted: the model is downloading; poll GET /model/status", 400: "The request cannot be served as asked", 401: "Missing or wrong API key",
                 499: "The client went away (or the model was stopped) before the result was ready",
-                403: "Refused: Host or Origin not allowed", 404: "Not found", 409: "Too many", 413: "Too large",
+                403: "Refused: Host or Origin not allowed", 404: "Not found",
+                409: "Not now: too many, cancelled, stopped, or downloads are off (HF_HUB_OFFLINE)", 413: "Too large",
                 415: "The body is not JSON (or multipart where uploads are taken)",
                 422: "The body or a parameter does not validate", 500: "Server error",
                 502: "An upstream (the hub, an image link) failed", 503: "Busy: retry after Retry-After",
