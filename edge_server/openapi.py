@@ -165,9 +165,11 @@ def _paths() -> dict:
                                                                    "(it is stored when done)"})
     models = _object(["models", "free_memory_bytes", "free_disk_bytes"],
                      models={"type": "array", "items": {"allOf": [status, _object(
-                         ["kind", "vision", "heavy", "size", "description"], kind={"type": "string"},
+                         ["kind", "vision", "heavy", "size", "description", "local"], kind={"type": "string"},
                          vision={"type": "boolean"}, heavy={"type": "boolean"}, size={"type": ["integer", "null"]},
-                         description={"type": "string"})]}},
+                         description={"type": "string"}, local={"type": "boolean", "description": (
+                             "Its file is the user's (a `path` in models.json): delete forgets its chats and "
+                             "never removes the file")})]}},
                      free_memory_bytes={"type": ["integer", "null"]}, free_disk_bytes={"type": ["integer", "null"]})
     summary = _object(["chat_id", "title", "turns", "updated", "system_prompt"], chat_id={"type": "string"},
                       title={"type": ["string", "null"], "description": "The first question, shortened"},
@@ -221,9 +223,10 @@ def _paths() -> dict:
                                       NULL,
                                       ("model_not_found", "model_not_running"), body=named)},
         "/model/delete": {"delete": _op(
-            "models", "Stop a model, delete its downloaded files and its chats", NULL,
+            "models", "Stop a model, delete the files the server downloaded for it, and its chats", NULL,
             ("model_not_found", "model_not_installed"), body=named,
-            description="A model given by a local `path` keeps its file; only its chats go.")},
+            description="A model given by a local `path` in models.json (`local` in GET /model/list) keeps its "
+                        "file, which is the user's: only its chats are deleted (and it is stopped if running).")},
         "/model/list": {"get": _op("models", "Every model with its kind, size, state and capabilities, and the "
                                    "free memory and disk", {"description": "The models", "content": {
                                        "application/json": {"schema": models}}})},

@@ -281,6 +281,7 @@ class ModelStore:
     def delete(self, spec: ModelSpec) -> None:
         """Remove the model's folder from the store; local-path models are never touched."""
         if spec.is_local:
+            log.info("kept %s's file %s: it is the user's, not the store's", spec.name, spec.path)
             return
         folder = self.folder(spec)
         if not folder.exists():

@@ -75,15 +75,22 @@ export class ModelsScreen {
     }
     const launch = el("button", "primary launch", "Launch");
     const kill = el("button", "kill", "Stop");
-    const remove = el("button", "danger delete", "Delete");
+    // A model named by its path in models.json is the user's file: delete forgets its chats, never the file.
+    const remove = el("button", "danger delete", model.local ? "Delete chats" : "Delete");
     for (const button of [launch, kill, remove]) button.type = "button";
     launch.addEventListener("click", () => this.launch(model.model_name, Number(context.value)));
     kill.addEventListener("click", () => this.act("DELETE", "/model/kill", model.model_name));
     remove.addEventListener("click", async () => {
       const card = this.cards.get(model.model_name);
       const size = card.model.bytes_done ? ` (${bytes(card.model.bytes_done)})` : "";
-      if (await confirmAction(`Delete ${model.model_name}'s files${size} and its chats?`)) {
-        this.act("DELETE", "/model/delete", model.model_name);
+      const name = model.model_name;
+      const question = model.local
+        ? `Delete ${name}'s chats? Its file is yours (a path in models.json): it stays on disk.`
+        : `Delete ${name}'s files${size} and its chats?`;
+      if (await confirmAction(question)) {
+        const done = model.local ? `Deleted ${name}'s chats; its file stays on disk.`
+          : `Deleted ${name}'s files and chats.`;
+        if (await this.act("DELETE", "/model/delete", name)) notify(done);
       }
     });
     const actions = el("div", "actions");
@@ -144,11 +151,14 @@ export class ModelsScreen {
 
   async act(method, path, name) {
     this.showError(name, "");
+    let ok = true;
     try {
       await sendJSON(method, path, { model_name: name });
     } catch (error) {
       this.showError(name, error.message);
+      ok = false;
     }
     await this.refresh();
+    return ok;
   }
 }
