@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--cors-origins", help="browser origins allowed to call the API, comma-separated; '*' for any "
                                                "(EDGE_CORS_ORIGINS, default none)")
     common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    common.add_argument("--verbose", action="store_true", default=None,
+                        help="show llama.cpp's own log lines (loading, caches), kept out of the log by default "
+                             "(EDGE_VERBOSE)")
     common.add_argument("--log-file", help="also log to this file, rotated at 5 MB, 3 old files kept (EDGE_LOG_FILE)")
     parser = argparse.ArgumentParser(
         prog="edge-server", parents=[common], description="Run GGUF language models on a phone or a Pi, over HTTP.",
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["serve", *argv]
     args = _parser().parse_args(argv)
     _setup_logging(args.log_level, args.log_file or os.environ.get("EDGE_LOG_FILE"))
+    if args.verbose or os.environ.get("EDGE_VERBOSE", "").lower() in ("1", "true", "yes", "on"):
+        logging.getLogger("edge_server.llama_cpp").setLevel(logging.DEBUG)  # backends/llama_logs.py
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
                  "n_threads": args.n_threads, "parallel": args.parallel, "keep_alive": args.keep_alive, "memory_check": args.memory_check,
                  "full": args.full, "device": args.device, "api_key": args.api_key, "no_auth": args.no_auth,

@@ -69,3 +69,25 @@ def test_list_finds_a_lan_server_behind_its_key(tmp_path, tiny_gguf):
         assert next(line for line in out.splitlines() if line.startswith("tiny ")).split()[3] == "yes"
     finally:
         server.close()
+
+
+def test_llama_cpp_lines_stay_out_of_the_log_unless_verbose(tmp_path, gemma_gguf):
+    """llama.cpp printed its own lines (`llama_kv_cache_iswa: ...`) into the server log at every Gemma load."""
+    def llama_lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if any(
+            word in line for word in ("llama_", "load_tensors", "print_info", "llama_context", "swa"))]
+
+    for verbose in (False, True):
+        server = ServerProcess(tmp_path / f"data-{verbose}", {"gemma": {"path": str(gemma_gguf), "n_ctx": 512}},
+                               *(["--verbose"] if verbose else []))
+        try:
+            requests.post(f"{server.url}/model/launch", json={"model_name": "gemma"}, timeout=120).raise_for_status()
+            requests.post(f"{server.url}/generate/fromtext", json={"model_name": "gemma", "prompt": "Hi",
+                                                                   "max_new_tokens": 2}, timeout=120).raise_for_status()
+        finally:
+            server.close()
+        lines = llama_lines(server.output())
+        if verbose:
+            assert any("edge_server.llama_cpp" in line for line in lines), server.output()[-3000:]
+        else:
+            assert lines == [], lines[:10]
