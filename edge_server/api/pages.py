@@ -8,7 +8,7 @@ import time
 
 from flask import Blueprint, Response, jsonify
 
-from .. import __version__
+from ..version import __version__
 from ..metrics import process_rss
 from ..openapi import document
 from . import edge
