@@ -175,8 +175,9 @@ class Answer:
             answer = self.text
             # An empty answer is not stored: two user turns in a row break many chat templates.
             if answer.strip() and self._chat_id is not None:
+                cut_at = self._tokens if self.finish_reason == "length" else None
                 self._gen.chats.add_exchange(self._running.spec.name, self._chat_id, self._prompt, answer,
-                                             n_images=self._n_images, since=self._reservation)
+                                             n_images=self._n_images, since=self._reservation, cut_at=cut_at)
             log.info("answered %s/%s: %d chars in %.2fs", self._running.spec.name, self._chat_id or "-", len(answer),
                      time.perf_counter() - self._started)
             self._gen.metrics.answered(self._running.spec.name, self._tokens,

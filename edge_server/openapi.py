@@ -66,7 +66,10 @@ def _paths() -> dict:
                      idle_unloaded_at={"type": "integer", "description": "Unix time it was unloaded for being "
                                                                          "idle; the next request loads it again"})
     turn = _object(["role", "content"], role={"enum": ["user", "assistant"]}, content={"type": "string"},
-                   images={"type": "integer"})
+                   images={"type": "integer", "description": "A question's photos (counted, not kept)"},
+                   finish_reason={"const": "length", "description": "Only on an answer cut at its token limit "
+                                                                    "(max_new_tokens, or the context's end)"},
+                   completion_tokens={"type": "integer", "description": "With finish_reason: the tokens it had"})
     history = _object(["model_name", "chat_id", "system_prompt", "turns", "set_aside", "answering"],
                       model_name={"type": "string"},
                       chat_id={"type": "string"}, system_prompt={"type": ["string", "null"]},
