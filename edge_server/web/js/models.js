@@ -9,8 +9,9 @@ const STATES = { absent: "Not downloaded", downloading: "Downloading", loading: 
   running: "Running" };
 
 export class ModelsScreen {
-  constructor(onChange) {
+  constructor(onChange, onLaunched) {
     this.onChange = onChange; // called with every listing (the chat screen picks running models from it)
+    this.onLaunched = onLaunched; // called with a model's name once its launch succeeded
     this.cards = new Map();
     this.launching = new Set();
     this.timer = null;
@@ -139,14 +140,17 @@ export class ModelsScreen {
     this.launching.add(name);
     const request = call("POST", "/model/launch", { json: { model_name: name, n_ctx: nCtx } });
     this.refresh(); // start polling the progress while the launch runs
+    let launched = false;
     try {
       await request;
+      launched = true;
     } catch (error) {
       this.showError(name, error.message);
     } finally {
       this.launching.delete(name);
       await this.refresh();
     }
+    if (launched) await this.onLaunched(name); // a model is launched to talk to it: go to its chat
   }
 
   async act(method, path, name) {
