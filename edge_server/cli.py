@@ -45,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--log-file", help="also log to this file, rotated at 5 MB, 3 old files kept (EDGE_LOG_FILE)")
     parser = argparse.ArgumentParser(
         prog="edge-server", parents=[common], description="Run GGUF language models on a phone or a Pi, over HTTP.",
-        epilog="A GGUF file you already have: `edge-server serve --model ~/models/my-model.gguf`, or add it for "
-               "later with `edge-server add ~/models/my-model.gguf` (it is read in place, never copied or deleted).")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="A GGUF file you already have (read in place, never copied or deleted):\n"
+               "  edge-server serve --model ~/models/my-model.gguf   serve it now\n"
+               "  edge-server add ~/models/my-model.gguf             add it to models.json for later")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", parents=[common], help="serve the HTTP API (the default)")
     serve.add_argument("--model", help="start with this model launched: a catalog name, or the path of a GGUF file "

@@ -27,16 +27,16 @@ def test_add_checks_the_header_writes_the_entry_and_prints_the_launch(tmp_path, 
     data = tmp_path / "data"
     done = run("add", str(tiny_gguf), "--data-dir", str(data))
     assert done.returncode == 0, done.stderr
-    assert json.loads((data / "models.json").read_text()) == {"tiny": {"path": str(tiny_gguf)}}
+    assert json.loads((data / "models.json").read_text()) == {"tiny": {"path": str(tiny_gguf.resolve())}}
     assert "Added tiny (llama" in done.stdout
     assert f"edge-server serve --model tiny --data-dir {data}" in done.stdout
     assert '"model_name": "tiny"' in done.stdout and "/model/launch" in done.stdout
     assert run("add", str(tiny_gguf), "--data-dir", str(data)).returncode == 0  # again: nothing changes
-    assert json.loads((data / "models.json").read_text()) == {"tiny": {"path": str(tiny_gguf)}}
+    assert json.loads((data / "models.json").read_text()) == {"tiny": {"path": str(tiny_gguf.resolve())}}
 
     named = run("add", str(tiny_gguf), "--name", "mine", "--n-ctx", "512", "--data-dir", str(data))
     assert named.returncode == 0 and "serve --model mine" in named.stdout
-    assert json.loads((data / "models.json").read_text())["mine"] == {"path": str(tiny_gguf), "n_ctx": 512}
+    assert json.loads((data / "models.json").read_text())["mine"] == {"path": str(tiny_gguf.resolve()), "n_ctx": 512}
 
     text = tmp_path / "notes.gguf"
     text.write_text("not a model")
@@ -68,7 +68,7 @@ def test_serve_model_path_starts_with_it_launched(tmp_path, tiny_gguf):
         assert r.status_code == 200 and r.text
     finally:
         server.close()
-    assert json.loads((tmp_path / "data" / "models.json").read_text()) == {"tiny": {"path": str(tiny_gguf)}}
+    assert json.loads((tmp_path / "data" / "models.json").read_text()) == {"tiny": {"path": str(tiny_gguf.resolve())}}
 
 
 def test_serve_model_refuses_a_bad_file_before_serving(tmp_path):
@@ -81,7 +81,7 @@ def test_serve_model_refuses_a_bad_file_before_serving(tmp_path):
 def test_list_aligns_every_kind_and_sizes_local_files(tmp_path, tiny_gguf):
     data = tmp_path / "data"
     data.mkdir()
-    (data / "models.json").write_text(json.dumps({"tiny": {"path": str(tiny_gguf)}}))
+    (data / "models.json").write_text(json.dumps({"tiny": {"path": str(tiny_gguf.resolve())}}))
     done = run("list", "--data-dir", str(data))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

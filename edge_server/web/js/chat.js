@@ -281,7 +281,7 @@ export class ChatScreen {
   // A new chat showed a blank screen: say what to do.
   emptyHint() {
     const hint = el("div", "empty-chat");
-    hint.append(el("p", "", `A new chat with ${this.model}. Type a question below and press Send: the answer `
+    hint.append(el("p", "", `Nothing here yet. Type a question below and press Send: ${this.model}'s answer `
       + "streams in, and Stop ends it."), el("p", "", "\u22ee sets this chat's system prompt; + starts another chat."));
     return hint;
   }
