@@ -1,7 +1,7 @@
 // Labels for the chat picker: short enough for a phone's select, and never two alike. Chats that begin with
 // the same words got the same label ("Hello (1)" twice); each now carries when it last changed (the time
 // today, else the date), and a number where even that is shared.
-const SHORT = 18; // characters of the first question shown: with the time, the picker holds about 26 on a phone
+const SHORT = 16; // characters of the first question shown: with the time, a label fits the picker on a phone
 
 function short(title) {
   if (!title) return "Untitled";
@@ -11,7 +11,7 @@ function short(title) {
 function when(seconds, now = new Date()) {
   const date = new Date(seconds * 1000);
   const today = date.toDateString() === now.toDateString();
-  return today ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+  return today ? date.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" })
     : date.toLocaleDateString([], { day: "numeric", month: "short" });
 }
 
