@@ -54,7 +54,9 @@ PHONE_HEAD = b"""<meta name="viewport" content="width=device-width, initial-scal
   .swagger-ui .info .title { font-size: 24px; }
   .swagger-ui .scheme-container { padding: 12px 0; }
   .swagger-ui .opblock .opblock-summary { flex-wrap: wrap; }
-  .swagger-ui .opblock .opblock-summary-path { flex-shrink: 1; max-width: calc(100% - 90px); word-break: break-all; }
+  .swagger-ui .opblock .opblock-summary-path { flex-shrink: 1; max-width: calc(100% - 90px); word-break: break-all;
+    font-size: 15px; }
+  .swagger-ui .opblock .opblock-summary-description { font-size: 14px; }
   .swagger-ui .opblock .opblock-summary-description { flex-basis: 100%; padding-top: 4px; }
   .swagger-ui .opblock-body, .swagger-ui .responses-inner, .swagger-ui .model-box, .swagger-ui .highlight-code,
   .swagger-ui .table-container { max-width: 100%; overflow-x: auto; }
@@ -70,8 +72,8 @@ def protect_docs(response: Response) -> Response:
     """The headers every /docs response gets (the page and its assets)."""
     if response.mimetype == "text/html":  # a page sent as a file (oauth2-redirect.html, unused here) runs none
         body = b"" if response.is_streamed or response.direct_passthrough else response.get_data()
-        if b"<head>" in body and b'name="viewport"' not in body:
-            body = body.replace(b"<head>", b"<head>\n" + PHONE_HEAD, 1)
+        if b"</head>" in body and b'name="viewport"' not in body:  # last in the head: after Swagger UI's CSS
+            body = body.replace(b"</head>", PHONE_HEAD + b"</head>", 1)
             response.set_data(body)
         hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
                           for script in _INLINE_SCRIPT.findall(body))
