@@ -21,7 +21,7 @@ def server(tmp_path_factory, tiny_gguf):
 
 
 def test_launch_lands_in_the_chat_which_says_what_to_do(chromium, server):
-    phone = Phone(chromium, server.url, settings={"max_new_tokens": 5})
+    phone = Phone(chromium, server.url, settings={"max_new_tokens": 5, "temperature": 0})
     page = phone.page
     assert page.is_visible("#screen-models")  # nothing runs: the page starts on the models
     page.locator(".model[data-name=tiny] .launch").click()
@@ -30,6 +30,7 @@ def test_launch_lands_in_the_chat_which_says_what_to_do(chromium, server):
     hint = page.locator(".empty-chat")
     hint.wait_for()
     assert "Type a question below" in hint.inner_text()
+    phone.shot("empty-chat.png")
 
     # The tiny model always runs to its limit: the answer says it stopped there, and Continue goes on.
     phone.ask("Hello")
@@ -45,12 +46,14 @@ def test_launch_lands_in_the_chat_which_says_what_to_do(chromium, server):
     phone.wait_answer()
     assert [t["content"] for t in history(server, "tiny", chat_id)["turns"] if t["role"] == "user"] == [
         "Hello", "Continue"]
-    assert page.locator("button.continue").count() == 1  # only the newest answer goes on
+    assert page.locator(".msg.assistant").first.locator("button.continue").count() == 0  # only the newest goes on
+    phone.shot("cut-answer.png")
 
-    # Reloaded, the stored chat shows the same notes.
+    # Reloaded, the stored chat shows the same note.
     page.reload()
     page.wait_for_selector("body[data-ready]")
-    page.wait_for_function("() => document.querySelectorAll('.msg .cut').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('.msg').length === 4")
+    assert "Stopped at 5 tokens" in page.locator(".msg.assistant").first.inner_text()
     phone.close()
 
 

@@ -1,7 +1,7 @@
 // Labels for the chat picker: short enough for a phone's select, and never two alike. Chats that begin with
 // the same words got the same label ("Hello (1)" twice); each now carries when it last changed (the time
 // today, else the date), and a number where even that is shared.
-const SHORT = 16; // characters of the first question shown: with the time, a label fits the picker on a phone
+const SHORT = 15; // characters of the first question shown: with the time, a label fits the picker on a phone
 
 function short(title) {
   if (!title) return "Untitled";
@@ -17,7 +17,7 @@ function when(seconds, now = new Date()) {
 
 // chats: newest first, as /chat/list gives them. Returns one label per chat, in the same order.
 export function chatLabels(chats) {
-  const labels = chats.map((c) => `${short(c.title)} \u00b7 ${when(c.updated)}`);
+  const labels = chats.map((c) => `${short(c.title)}, ${when(c.updated)}`);
   const seen = new Map();
   for (const label of labels) seen.set(label, (seen.get(label) || 0) + 1);
   const left = new Map(seen); // number the same labels from the oldest (#1), so a new chat does not renumber
