@@ -122,7 +122,7 @@ def _add(overrides: dict, args) -> int:
     print(f"Added {name} ({summary(info)}) to {settings.data_dir / 'models.json'}.\n"
           f"Its file is read in place and never deleted by the server.\n\n"
           f"Serve it:\n  edge-server serve --model {name}{data_dir}\n"
-          f"or, with the server already running, restart it, then launch it:\n"
+          f"A server already running reads models.json when it starts: restart it, then launch it with\n"
           f"  curl -X POST {url}/model/launch -H 'Content-Type: application/json' "
           f"-d '{{\"model_name\": \"{name}\"}}'")
     return 0
