@@ -22,8 +22,8 @@ from .security import install as install_guard
 from .security import resolve_api_key
 from .settings import Settings, build_settings
 from .store import ModelStore
+from .version import __version__  # noqa: F401 - edge_server.__version__
 
-__version__ = "0.1.0"
 log = logging.getLogger("edge_server.http")
 TRIM_AFTER_BODY_BYTES = 1 << 20
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -105,6 +105,10 @@ def parse_spec(name: str, entry) -> ModelSpec:
     return spec
 
 
+def builtin_names() -> set[str]:
+    return set(_builtin_entries())
+
+
 def _builtin_entries() -> dict:
     return json.loads(resources.files(__package__).joinpath("catalog.json").read_text("utf-8"))
 
@@ -131,8 +135,18 @@ class Catalog:
 
     @classmethod
     def load(cls, user_file: Path | None = None) -> "Catalog":
+        user = _user_entries(user_file) if user_file else {}
+        try:
+            return cls.load_entries(user)
+        except CatalogError as exc:
+            where = f"{user_file}: " if user_file else ""
+            raise CatalogError(f"{where}{exc}") from None
+
+    @classmethod
+    def load_entries(cls, user: dict) -> "Catalog":
+        """The built-in catalog overlaid with `user`, the entries of a models.json."""
         entries = _builtin_entries()
-        for name, entry in (_user_entries(user_file) if user_file else {}).items():
+        for name, entry in user.items():
             base = dict(entries.get(name, {}))
             if isinstance(entry, dict) and "path" in entry:
                 # A local file replaces the hub source entirely.
@@ -142,12 +156,7 @@ class Catalog:
             if isinstance(entry, dict) and "kind" not in entry and ("mmproj" in entry or "mmproj_path" in entry):
                 base["kind"] = "vision"  # naming a projector is enough to make it a vision model
             entries[name] = {**base, **entry} if isinstance(entry, dict) else entry
-        try:
-            specs = {name: parse_spec(name, entry) for name, entry in entries.items()}
-        except CatalogError as exc:
-            where = f"{user_file}: " if user_file else ""
-            raise CatalogError(f"{where}{exc}") from None
-        return cls(specs)
+        return cls({name: parse_spec(name, entry) for name, entry in entries.items()})
 
     def get(self, name) -> ModelSpec:
         spec = self._specs.get(name) if isinstance(name, str) else None

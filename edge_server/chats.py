@@ -222,12 +222,14 @@ class ChatStore:
                             status=409, code="too_many_chats")
 
     def add_exchange(self, model: str, chat_id: str, prompt: str, answer: str, n_images: int = 0,
-                     since: Reservation | None = None) -> None:
+                     since: Reservation | None = None, cut_at: int | None = None) -> None:
         """Store a question and its answer; images are noted by count, never stored. Not if the chat was
-        cleared or deleted since `since` was reserved."""
+        cleared or deleted since `since` was reserved. `cut_at`: the answer stopped at its token limit after
+        that many tokens (the page says so and offers to continue)."""
         user = {"role": "user", "content": prompt, **({"images": n_images} if n_images else {})}
+        cut = {"finish_reason": "length", "completion_tokens": cut_at} if cut_at else {}
         self._update(model, chat_id, lambda chat: chat["turns"].extend(
-            [user, {"role": "assistant", "content": answer}]), since=since)
+            [user, {"role": "assistant", "content": answer, **cut}]), since=since)
 
     def set_context_start(self, model: str, chat_id: str, start: int, n_turns: int,
                           since: Reservation | None = None) -> None:

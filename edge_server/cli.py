@@ -1,4 +1,4 @@
-"""The `edge-server` command: serve (the default), pull, list, key and service."""
+"""The `edge-server` command: serve (the default), add, pull, list, key and service."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import sys
 from .errors import CatalogError, EdgeError
 from .server import SERVING_FILE, local_url
 
-COMMANDS = ("serve", "pull", "list", "key", "service")
+COMMANDS = ("serve", "add", "pull", "list", "key", "service")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,11 +39,26 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--cors-origins", help="browser origins allowed to call the API, comma-separated; '*' for any "
                                                "(EDGE_CORS_ORIGINS, default none)")
     common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    common.add_argument("--verbose", action="store_true", default=None,
+                        help="show llama.cpp's own log lines (loading, caches), kept out of the log by default "
+                             "(EDGE_VERBOSE)")
     common.add_argument("--log-file", help="also log to this file, rotated at 5 MB, 3 old files kept (EDGE_LOG_FILE)")
-    parser = argparse.ArgumentParser(prog="edge-server", parents=[common],
-                                     description="Run GGUF language models on a phone or a Pi, over HTTP.")
+    parser = argparse.ArgumentParser(
+        prog="edge-server", parents=[common], description="Run GGUF language models on a phone or a Pi, over HTTP.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="A GGUF file you already have (read in place, never copied or deleted):\n"
+               "  edge-server serve --model ~/models/my-model.gguf   serve it now\n"
+               "  edge-server add ~/models/my-model.gguf             add it to models.json for later")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", parents=[common], help="serve the HTTP API (the default)")
+    serve = sub.add_parser("serve", parents=[common], help="serve the HTTP API (the default)")
+    serve.add_argument("--model", help="start with this model launched: a catalog name, or the path of a GGUF file "
+                                       "(added to models.json first, as `add` does)")
+    add = sub.add_parser("add", parents=[common], help="add a GGUF file you have to models.json and print how to "
+                                                       "launch it (the file is read in place, never deleted)")
+    add.add_argument("path", help="the .gguf model file")
+    add.add_argument("--name", help="the name to launch it by (default: from the file name)")
+    add.add_argument("--mmproj", help="a vision projector .gguf file: the model then reads images")
+    add.add_argument("--n-ctx", type=int, help="its default context in tokens (default: EDGE_DEFAULT_N_CTX)")
     pull = sub.add_parser("pull", parents=[common], help="download a model into the store")
     pull.add_argument("model_name")
     listing = sub.add_parser("list", parents=[common], help="list the catalog: installed, size, running")
@@ -89,6 +104,45 @@ def _service(args) -> int:
                         data_dir=Path(data_dir).expanduser() if data_dir else None)
 
 
+def _add(overrides: dict, args) -> int:
+    from .adding import AddError, add_local, summary
+    from .settings import build_settings
+
+    settings = build_settings(overrides)
+    if args.n_ctx is not None and args.n_ctx <= 0:
+        print("edge-server: --n-ctx must be a positive number of tokens", file=sys.stderr)
+        return 2
+    try:
+        name, info = add_local(settings.data_dir, args.path, args.name, args.mmproj, args.n_ctx)
+    except AddError as exc:
+        print(f"edge-server: {exc}", file=sys.stderr)
+        return 2
+    data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
+    url = local_url(settings.host, settings.port)
+    print(f"Added {name} ({summary(info)}) to {settings.data_dir / 'models.json'}.\n"
+          f"Its file is read in place and never deleted by the server.\n\n"
+          f"Serve it:\n  edge-server serve --model {name}{data_dir}\n"
+          f"A server already running reads models.json when it starts: restart it, then launch it with\n"
+          f"  curl -X POST {url}/model/launch -H 'Content-Type: application/json' "
+          f"-d '{{\"model_name\": \"{name}\"}}'")
+    return 0
+
+
+def _model_to_serve(overrides: dict, model: str) -> str | None:
+    """The catalog name `serve --model` launches: a path is added to models.json first (None: it could not be)."""
+    from .adding import AddError, add_local
+    from .settings import build_settings
+
+    if not (os.sep in model or model.lower().endswith(".gguf") or os.path.isfile(model)):
+        return model  # a catalog name: launching it checks it
+    try:
+        name, _ = add_local(build_settings(overrides).data_dir, model)
+    except AddError as exc:
+        print(f"edge-server: {exc}", file=sys.stderr)
+        return None
+    return name
+
+
 def _progress_line(name: str):
     """A one-line progress report on stderr, redrawn at most once per whole percent."""
     shown = [-1]
@@ -116,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["serve", *argv]
     args = _parser().parse_args(argv)
     _setup_logging(args.log_level, args.log_file or os.environ.get("EDGE_LOG_FILE"))
+    if args.verbose or os.environ.get("EDGE_VERBOSE", "").lower() in ("1", "true", "yes", "on"):
+        logging.getLogger("edge_server.llama_cpp").setLevel(logging.DEBUG)  # backends/llama_logs.py
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
                  "n_threads": args.n_threads, "parallel": args.parallel, "keep_alive": args.keep_alive, "memory_check": args.memory_check,
                  "full": args.full, "device": args.device, "api_key": args.api_key, "no_auth": args.no_auth,
@@ -124,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         return _key(overrides, args.rotate)
     if args.command == "service":
         return _service(args)
+    if args.command == "add":
+        return _add(overrides, args)
+    launch_first = None
+    if args.command == "serve" and args.model:
+        launch_first = _model_to_serve(overrides, args.model)
+        if launch_first is None:
+            return 2
     from . import create_app
 
     try:
@@ -135,6 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from .server import serve
 
+        if launch_first:
+            log = logging.getLogger("edge_server")
+            log.info("launching %s before serving (downloading it first if it is not in the store)", launch_first)
+            try:
+                edge.manager.launch(launch_first)
+            except EdgeError as exc:
+                print(f"edge-server: cannot launch {launch_first}: {exc.detail}", file=sys.stderr)
+                edge.manager.shutdown()
+                return 1
         serve(app, edge.settings)
         return 0
     if args.command == "pull":
@@ -163,12 +235,18 @@ def _print_catalog(edge, url: str | None) -> None:
     else:
         running = (_running_models(_serving_url(settings), key)
                    or _running_models(local_url(settings.host, settings.port), key))
-    print(f"{'NAME':<18} {'KIND':<9} {'INSTALLED':<9} {'RUNNING':<7} {'SIZE':>8}  {'MODE':<5}  DESCRIPTION")
+    rows = [("NAME", "KIND", "INSTALLED", "RUNNING", "SIZE", "MODE", "DESCRIPTION")]
     for spec in edge.catalog:
-        installed = "yes" if edge.store.files(spec) else "no"
-        state = "yes" if spec.name in running else "no"
-        print(f"{spec.name:<18} {spec.kind:<9} {installed:<9} {state:<7} {_human(spec.size):>8}  "
-              f"{'heavy' if spec.heavy else 'lite':<5}  {spec.description}")
+        installed = edge.store.files(spec) is not None
+        # What is on disk when it is there (a local file has no catalog size), else what a download would take.
+        size = edge.store.installed_bytes(spec) if installed else spec.size
+        description = spec.description or (f"your file {spec.path}" if spec.is_local else "")
+        rows.append((spec.name, spec.kind, "yes" if installed else "no", "yes" if spec.name in running else "no",
+                     _human(size), "heavy" if spec.heavy else "lite", description))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]  # every column fits its widest
+    for row in rows:
+        cells = [cell.rjust(w) if i == 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells + [row[-1]]).rstrip())
 
 
 def _serving_url(settings) -> str | None:

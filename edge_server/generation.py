@@ -14,7 +14,7 @@ from .memory import release_free_heap
 from .metrics import Metrics
 from .runtime import ModelManager, RunningModel
 from .settings import Settings
-from .stop_strings import StopScanner
+from .stop_strings import StopScanner, Trim
 
 log = logging.getLogger("edge_server.generate")
 CANNOT = {TEXT: ("does not write text", "model_not_text"), VISION: ("does not read images", "model_not_multimodal"),
@@ -41,9 +41,13 @@ class Answer:
     def __init__(self, generator: "Generator", running: RunningModel, chat_id: str | None, prompt: str,
                  prepared: Prepared, options: GenerationOptions, abandoned: Callable[[], bool], n_images: int,
                  finish: bool, stop_asked: threading.Event, asked_at: float, release: Callable[[], None],
-                 load_seconds: float = 0.0, reservation: Reservation | None = None):
+                 load_seconds: float = 0.0, reservation: Reservation | None = None, trim: bool = True):
         """chat_id None: a stateless request (the OpenAI and Ollama dialects): nothing is stored.
-        release gives back the request's place at the model; reservation is the chat's place (chats.py)."""
+        release gives back the request's place at the model; reservation is the chat's place (chats.py).
+        trim: the answer starts at its first visible character and ends at its last (stop_strings.Trim), in
+        every dialect and in the stored chat; off for a raw text continued as it is, where a leading space is
+        part of the continuation."""
+        self._trim = trim
         self._reservation = reservation
         self._gen, self._running, self._chat_id, self._prompt = generator, running, chat_id, prompt
         self._release = release
@@ -117,6 +121,7 @@ class Answer:
 
     def _produce(self, prepared: Prepared, options: GenerationOptions) -> Iterator[str]:
         scanner = StopScanner(tuple(options.stop) + prepared.stop)
+        trim = Trim().feed if self._trim else (lambda text: text)
         model = self._running.model
         pieces = self._running.engine.submit(lambda: model.stream(prepared, options))
         try:
@@ -126,6 +131,7 @@ class Answer:
                     self._first_at = self._first_at or self._last_at
                     self._tokens += 1
                 text, stopped = scanner.feed(piece)
+                text = trim(text)
                 if text:
                     self._parts.append(text)
                     yield text
@@ -138,7 +144,7 @@ class Answer:
                     return
                 if stopped or self._stop_asked.is_set() or self._abandoned():
                     return
-            tail = scanner.flush()
+            tail = trim(scanner.flush())  # whitespace still held back by Trim is the answer's end: dropped
             if tail:
                 self._parts.append(tail)
                 yield tail
@@ -169,8 +175,9 @@ class Answer:
             answer = self.text
             # An empty answer is not stored: two user turns in a row break many chat templates.
             if answer.strip() and self._chat_id is not None:
+                cut_at = self._tokens if self.finish_reason == "length" else None
                 self._gen.chats.add_exchange(self._running.spec.name, self._chat_id, self._prompt, answer,
-                                             n_images=self._n_images, since=self._reservation)
+                                             n_images=self._n_images, since=self._reservation, cut_at=cut_at)
             log.info("answered %s/%s: %d chars in %.2fs", self._running.spec.name, self._chat_id or "-", len(answer),
                      time.perf_counter() - self._started)
             self._gen.metrics.answered(self._running.spec.name, self._tokens,
@@ -258,7 +265,7 @@ class Generator:
                     f"The prompt is {prepared.n_tokens} tokens; the model's context holds {model.n_ctx}.")
             undo.pop_all()
         answer = Answer(self, running, None, "", prepared, options, abandoned, len(images), False,
-                        threading.Event(), asked_at, release, load_seconds)
+                        threading.Event(), asked_at, release, load_seconds, trim=raw is None)
         answer.prime()
         return answer
 

@@ -8,37 +8,8 @@ from __future__ import annotations
 import re
 from functools import cache
 
-# Every error code the server answers, with its status. Operations list the codes they can answer.
-CODES = {
-    "invalid_request": 422, "unsupported_field": 422, "unauthorized": 401, "host_not_allowed": 403, "origin_not_allowed": 403,
-    "unsupported_media_type": 415, "request_too_large": 413, "internal_error": 500, "not_found": 404,
-    "model_not_found": 404, "model_not_running": 404, "model_not_installed": 404,
-    "full_mode_required": 400, "backend_unavailable": 400, "model_load_failed": 500,
-    "hub_not_found": 502, "hub_unreachable": 502, "hub_offline": 502, "hub_unauthorized": 502, "hub_timeout": 504,
-    "busy": 503, "context_length_exceeded": 400, "generation_failed": 500, "model_stopped": 409, "model_not_multimodal": 400,
-    "image_invalid": 422, "image_too_large": 413, "too_many_images": 413, "link_not_allowed": 400,
-    "image_fetch_failed": 502, "image_fetch_timeout": 504, "prompt_too_large": 413, "chat_too_large": 413,
-    "too_many_chats": 409, "system_prompt_too_large": 413, "downloading": 202, "download_cancelled": 409,
-    "insufficient_storage": 507, "insufficient_memory": 507, "storage_error": 500, "client_disconnected": 499,
-    "model_not_text": 400, "model_not_image": 400, "model_not_speech": 400,
-}
-_ALWAYS = ("host_not_allowed", "internal_error")
-_GUARDED = ("unauthorized",)  # operations that need the key
-_BODY = ("invalid_request", "unsupported_media_type", "request_too_large", "origin_not_allowed")  # writes
-_HUB = ("hub_not_found", "hub_unreachable", "hub_offline", "hub_unauthorized", "hub_timeout")
-_STREAM = ("model_not_found", "model_not_running", "busy", "context_length_exceeded", "generation_failed", "model_stopped",
-           "prompt_too_large", "chat_too_large", "too_many_chats", "model_not_text")
-_MEDIA = ("model_not_found", "model_not_running", "busy", "generation_failed", "prompt_too_large",
-          "client_disconnected")
-
-_STATUS_TEXT = {202: "Accepted: the model is downloading; poll GET /model/status", 400: "The request cannot be served as asked", 401: "Missing or wrong API key",
-                499: "The client went away (or the model was stopped) before the result was ready",
-                403: "Refused: Host or Origin not allowed", 404: "Not found", 409: "Too many", 413: "Too large",
-                415: "The body is not JSON (or multipart where uploads are taken)",
-                422: "The body or a parameter does not validate", 500: "Server error",
-                502: "An upstream (the hub, an image link) failed", 503: "Busy: retry after Retry-After",
-                504: "An upstream (the hub, an image link) did not answer in time",
-                507: "Not enough free disk (or memory) for the model"}
+from .openapi_dialects import dialect_paths
+from .openapi_parts import CODES, _HUB, _MEDIA, _STREAM, _json, _object, _op, _query  # noqa: F401 - CODES for its readers
 
 MODEL_NAME = {"type": "string", "minLength": 1, "description": "A catalog name (GET /model/getavailabletodownload).",
               "examples": ["gemma-3-270m-it"]}
@@ -64,61 +35,6 @@ OPTIONS = {
                       "description": "stop: a client that goes away stops the answer; finish: it is generated to "
                                      "the end and stored (a phone whose screen locks)"},
 }
-
-
-def _nullable(schema: dict) -> dict:
-    """An optional field may also be sent as null, meaning absent (as FastAPI clients do)."""
-    if isinstance(schema.get("type"), str):
-        return {**schema, "type": [schema["type"], "null"]}
-    if "anyOf" in schema:
-        return {**schema, "anyOf": [*schema["anyOf"], {"type": "null"}]}
-    return schema
-
-
-def _object(required: list[str], **properties) -> dict:
-    return {"type": "object", "required": required,
-            "properties": {k: v if k in required else _nullable(v) for k, v in properties.items()}}
-
-
-def _json(schema: dict) -> dict:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-
-def _query(name: str, schema: dict, required: bool = True) -> dict:
-    return {"name": name, "in": "query", "required": required, "schema": schema}
-
-
-def _errors(codes, shape: str = "Error") -> dict:
-    by_status: dict[int, list[str]] = {}
-    for code in codes:
-        by_status.setdefault(CODES[code], []).append(code)
-    responses = {}
-    for status, names in sorted(by_status.items()):
-        schema = {"allOf": [{"$ref": "#/components/schemas/Error"}, {"properties": {"code": {"enum": sorted(names)}}}]}
-        if shape != "Error":  # a dialect's own error body (the codes are inside it, or only in the message)
-            schema = {"$ref": f"#/components/schemas/{shape}"}
-        responses[str(status)] = {"description": _STATUS_TEXT[status], "content": {"application/json": {"schema": schema}}}
-    if "busy" in codes:
-        responses["503"]["headers"] = {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait"}}
-    return responses
-
-
-def _op(tag: str, summary: str, ok: dict, codes=(), *, body: dict | None = None, params=(), public=False,
-        description: str = "") -> dict:
-    codes = _ALWAYS + (() if public else _GUARDED) + (_BODY if body else ()) + tuple(codes)
-    if params and not body:
-        codes += ("invalid_request",)
-    shape = {"openai": "OpenAIError", "ollama": "OllamaError"}.get(tag, "Error")
-    op = {"tags": [tag], "summary": summary, "responses": {"200": ok, **_errors(dict.fromkeys(codes), shape)}}
-    if description:
-        op["description"] = description
-    if body:
-        op["requestBody"] = body
-    if params:
-        op["parameters"] = list(params)
-    if public:
-        op["security"] = []
-    return op
 
 
 def _paths() -> dict:
@@ -150,7 +66,10 @@ def _paths() -> dict:
                      idle_unloaded_at={"type": "integer", "description": "Unix time it was unloaded for being "
                                                                          "idle; the next request loads it again"})
     turn = _object(["role", "content"], role={"enum": ["user", "assistant"]}, content={"type": "string"},
-                   images={"type": "integer"})
+                   images={"type": "integer", "description": "A question's photos (counted, not kept)"},
+                   finish_reason={"const": "length", "description": "Only on an answer cut at its token limit "
+                                                                    "(max_new_tokens, or the context's end)"},
+                   completion_tokens={"type": "integer", "description": "With finish_reason: the tokens it had"})
     history = _object(["model_name", "chat_id", "system_prompt", "turns", "set_aside", "answering"],
                       model_name={"type": "string"},
                       chat_id={"type": "string"}, system_prompt={"type": ["string", "null"]},
@@ -164,9 +83,11 @@ def _paths() -> dict:
                                                                    "(it is stored when done)"})
     models = _object(["models", "free_memory_bytes", "free_disk_bytes"],
                      models={"type": "array", "items": {"allOf": [status, _object(
-                         ["kind", "vision", "heavy", "size", "description"], kind={"type": "string"},
+                         ["kind", "vision", "heavy", "size", "description", "local"], kind={"type": "string"},
                          vision={"type": "boolean"}, heavy={"type": "boolean"}, size={"type": ["integer", "null"]},
-                         description={"type": "string"})]}},
+                         description={"type": "string"}, local={"type": "boolean", "description": (
+                             "Its file is the user's (a `path` in models.json): delete forgets its chats and "
+                             "never removes the file")})]}},
                      free_memory_bytes={"type": ["integer", "null"]}, free_disk_bytes={"type": ["integer", "null"]})
     summary = _object(["chat_id", "title", "turns", "updated", "system_prompt"], chat_id={"type": "string"},
                       title={"type": ["string", "null"], "description": "The first question, shortened"},
@@ -220,9 +141,10 @@ def _paths() -> dict:
                                       NULL,
                                       ("model_not_found", "model_not_running"), body=named)},
         "/model/delete": {"delete": _op(
-            "models", "Stop a model, delete its downloaded files and its chats", NULL,
+            "models", "Stop a model, delete the files the server downloaded for it, and its chats", NULL,
             ("model_not_found", "model_not_installed"), body=named,
-            description="A model given by a local `path` keeps its file; only its chats go.")},
+            description="A model given by a local `path` in models.json (`local` in GET /model/list) keeps its "
+                        "file, which is the user's: only its chats are deleted (and it is stopped if running).")},
         "/model/list": {"get": _op("models", "Every model with its kind, size, state and capabilities, and the "
                                    "free memory and disk", {"description": "The models", "content": {
                                        "application/json": {"schema": models}}})},
@@ -310,8 +232,6 @@ def _with_operation_ids(paths: dict) -> dict:
 @cache
 def document(version: str) -> dict:
     """The whole document (built once; it does not depend on settings)."""
-    from .openapi_dialects import dialect_paths  # it builds on the helpers above
-
     return {
         "openapi": "3.1.0",
         "info": {"title": "edge-server", "version": version,

@@ -1,7 +1,7 @@
 """The OpenAPI operations of the OpenAI (/v1) and Ollama (/api) dialects, beside openapi.py's own."""
 from __future__ import annotations
 
-from .openapi import _HUB, _json, _object, _op
+from .openapi_parts import _HUB, _json, _object, _op
 
 
 def dialect_paths() -> dict:

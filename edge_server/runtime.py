@@ -369,7 +369,7 @@ class ModelManager:
     def listing(self) -> list[dict]:
         """Every model launchable in this mode, with what it is and its state (as status() tells it)."""
         return [{**self.status(name), "kind": spec.kind, "vision": spec.kind == "vision", "heavy": spec.heavy,
-                 "size": spec.size, "description": spec.description}
+                 "size": spec.size, "description": spec.description, "local": spec.is_local}
                 for name in self.catalog.names(self.settings.full) for spec in [self.catalog.get(name)]]
 
     def running(self):

@@ -6,6 +6,8 @@ own domain resolves to this server (DNS rebinding) can read answers unless the H
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 import os
@@ -25,6 +27,17 @@ PUBLIC_PREFIXES = ("/docs/", "/web/")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_TYPES = frozenset({"", "application/json"})  # no Content-Type: FastAPI clients sometimes send none
 UPLOAD_ENDPOINTS = frozenset({"generate.fromimagetext"})  # where the spec has file uploads (multipart)
+KEY_NEEDED = "This server needs its API key (`edge-server key` prints it). Send it as 'Authorization: Bearer <key>'"
+# What a 401 adds for each dialect's clients: some (llm-ollama) show an empty model list, not the error, so the
+# body is where a user who looks finds how their client sends the key.
+KEY_HOW = {
+    "/api/": ("Ollama clients: ollama-python Client(host='http://HOST:PORT', headers={'Authorization': 'Bearer "
+              "<key>'}); ollama-js new Ollama({host: 'http://HOST:PORT', headers: {Authorization: 'Bearer <key>'}}); "
+              "llm-ollama and clients that take only a URL: put the key in it as the password, "
+              "OLLAMA_HOST=http://edge:<key>@HOST:PORT (any user name); apps with an API key field (Open WebUI, "
+              "Enchanted): the key there. The `ollama` command itself cannot send a key."),
+    "/v1/": "OpenAI clients: the key is their api_key (OPENAI_API_KEY, or the app's API key field).",
+}
 
 
 class Unauthorized(EdgeError):
@@ -110,9 +123,15 @@ class Guard:
         return "*" in self.cors_origins or origin.rstrip("/").lower() in self.cors_origins
 
     def key_given(self) -> bool:
+        """Bearer, X-API-Key, or Basic with the key as its password (a key in a URL: http://edge:<key>@host)."""
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         given = token.strip() if scheme.lower() == "bearer" else request.headers.get("X-API-Key", "")
+        if scheme.lower() == "basic":
+            try:
+                given = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")[2]
+            except (binascii.Error, ValueError):
+                given = ""
         return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.api_key.encode())
 
     def check(self) -> None:
@@ -128,7 +147,8 @@ class Guard:
                             code="origin_not_allowed")
         public = request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES)
         if self.api_key and not public and not self.key_given():
-            raise Unauthorized("Send the API key as 'Authorization: Bearer <key>' (see `edge-server key`).")
+            how = next((how for prefix, how in KEY_HOW.items() if request.path.startswith(prefix)), "")
+            raise Unauthorized(f"{KEY_NEEDED}, 'X-API-Key: <key>', or as the password of HTTP basic auth. {how}".strip())
         if request.method not in SAFE_METHODS and request.routing_exception is None:  # else 404/405 first
             kind = request.mimetype
             if kind not in JSON_TYPES and not (kind == "multipart/form-data" and request.endpoint in UPLOAD_ENDPOINTS):

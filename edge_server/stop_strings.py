@@ -1,4 +1,5 @@
-"""Stop strings in a stream of text pieces: cut at the first one, never showing part of one."""
+"""Shaping a stream of text pieces: cut at the first stop string (never showing part of one), and trim the
+answer's outer whitespace."""
 from __future__ import annotations
 
 
@@ -27,3 +28,29 @@ class StopScanner:
     def flush(self) -> str:
         text, self.pending = self.pending, ""
         return text
+
+
+class Trim:
+    """Drop the whitespace an answer begins and ends with, as pieces stream.
+
+    A tokenizer's leading space ("▁Hello") and a newline before the end-of-turn token are not part of the
+    answer. Leading whitespace is dropped until the first visible character; a run of whitespace is held
+    back until more text follows it, since a stream cannot take back what it has sent; what is held at the
+    end is dropped."""
+
+    def __init__(self):
+        self.started = False
+        self.held = ""
+
+    def feed(self, text: str) -> str:
+        if not self.started:
+            text = text.lstrip()
+            if not text:
+                return ""
+            self.started = True
+        body = text.rstrip()
+        if not body:
+            self.held += text
+            return ""
+        out, self.held = self.held + body, text[len(body):]
+        return out

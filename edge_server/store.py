@@ -113,9 +113,11 @@ def hub_error(exc: Exception, spec: ModelSpec, offline: bool) -> HubError:
     from huggingface_hub import errors as hf
 
     source = f"{spec.repo_id} (revision {spec.revision})"
-    if offline:
-        return HubError(f"Model {spec.name!r} is not in the store and offline mode (HF_HUB_OFFLINE) is on.",
-                        code="hub_offline")
+    if offline:  # nothing failed upstream: the server was told not to ask, so a 409 (a state), not a 502
+        return HubError(f"Model {spec.name!r} is not downloaded yet, and downloads are off: HF_HUB_OFFLINE is set "
+                        "for this server. To download it, restart the server without HF_HUB_OFFLINE (or with "
+                        f"HF_HUB_OFFLINE=0); or copy its file in and add it with `edge-server add PATH`.",
+                        status=409, code="hub_offline")
     for cause in _walk(exc):
         if isinstance(cause, (hf.RepositoryNotFoundError, hf.RevisionNotFoundError)):
             return HubError(f"The hub has no repository {source}, or it is gated and needs HF_TOKEN.",
@@ -279,6 +281,7 @@ class ModelStore:
     def delete(self, spec: ModelSpec) -> None:
         """Remove the model's folder from the store; local-path models are never touched."""
         if spec.is_local:
+            log.info("kept %s's file %s: it is the user's, not the store's", spec.name, spec.path)
             return
         folder = self.folder(spec)
         if not folder.exists():

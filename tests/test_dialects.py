@@ -181,6 +181,19 @@ def test_ollama_errors_and_key(server, ol):
     with pytest.raises(ollama.ResponseError) as refused:
         ollama.Client(host=server.url).list()
     assert refused.value.status_code == 401
+    # The 401 says how each known client sends the key (llm-ollama shows an empty list, so this is where to look).
+    assert "headers={'Authorization': 'Bearer <key>'}" in refused.value.error
+    assert "OLLAMA_HOST=http://edge:<key>@HOST:PORT" in refused.value.error
+    # llm-ollama reads a key in OLLAMA_HOST's URL as basic auth: the key as the password is accepted.
+    import httpx
+
+    assert ollama.Client(host=server.url, auth=httpx.BasicAuth("edge", KEY)).list().models is not None
+    with pytest.raises(ollama.ResponseError) as wrong:
+        ollama.Client(host=server.url, auth=httpx.BasicAuth("edge", KEY + "x")).list()
+    assert wrong.value.status_code == 401
+    with pytest.raises(openai.AuthenticationError) as no_key:
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).models.list()
+    assert "api_key" in str(no_key.value)
 
 
 def test_ollama_pull_shows_progress_then_delete(server, ol, hub):

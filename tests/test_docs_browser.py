@@ -60,3 +60,27 @@ def test_docs_cannot_be_framed(chromium, docs_server):
     frame = page.frame_locator("#docs")
     assert frame.locator("#swagger-ui").count() == 0  # refused: the frame holds Chromium's error page
     page.close()
+
+
+def test_docs_fit_a_phone(chromium, docs_server):
+    """Without a viewport meta a phone laid /docs out 980 px wide and shrank it: at 390 px it now lays out at the
+    phone's width, nothing makes the page scroll sideways, and an operation opens and runs within the screen."""
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                   device_scale_factor=2)
+    page = context.new_page()
+    page.goto(f"{docs_server.url}/docs", wait_until="networkidle")
+    page.wait_for_selector("#operations-models-get_model_getactive")
+    assert page.evaluate("window.innerWidth") == 390  # 980 without the meta
+    page.click("#operations-models-post_model_launch .opblock-summary")
+    page.click("#operations-models-post_model_launch button.try-out__btn")
+    page.wait_for_selector("#operations-models-post_model_launch button.execute")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    execute = page.locator("#operations-models-post_model_launch button.execute").bounding_box()
+    assert execute["x"] >= 0 and execute["x"] + execute["width"] <= 390, execute
+    path = page.locator("#operations-models-post_model_launch .opblock-summary-path").bounding_box()
+    assert path["x"] + path["width"] <= 390, path
+    font = page.evaluate("getComputedStyle(document.querySelector('.opblock-summary-path')).fontSize")
+    assert float(font[:-2]) >= 14  # readable without zooming
+    if os.environ.get("SCREENSHOT_DIR"):
+        page.screenshot(path=os.path.join(os.environ["SCREENSHOT_DIR"], "docs-phone.png"))
+    context.close()

@@ -1,6 +1,7 @@
 """Downloads through the real huggingface_hub code against a local fake hub (HF_ENDPOINT)."""
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -66,8 +67,15 @@ def test_hub_down(make_app, tiny_gguf):
 
 
 def test_offline_mode(hub_app, fake_hub):
-    r = hub_app(hf_offline=True).test_client().post("/model/launch", json={"model_name": "hubby"})
-    assert r.status_code == 502 and r.json["code"] == "hub_offline"
+    """Offline is a state the server was put in, not an upstream failure: 409, saying how to turn downloads on."""
+    client = hub_app(hf_offline=True).test_client()
+    r = client.post("/model/launch", json={"model_name": "hubby"})
+    assert r.status_code == 409 and r.json["code"] == "hub_offline"
+    assert "HF_HUB_OFFLINE" in r.json["detail"] and "restart the server without" in r.json["detail"]
+    pulled = client.post("/api/pull", json={"model": "hubby", "stream": False})
+    assert pulled.status_code == 409 and "HF_HUB_OFFLINE" in pulled.json["error"]
+    lines = client.post("/api/pull", json={"model": "hubby"}).get_data(as_text=True).splitlines()
+    assert "HF_HUB_OFFLINE" in json.loads(lines[-1])["error"]
     assert fake_hub.requests == []
     assert hub_app().test_client().post("/model/launch", json={"model_name": "hubby"}).status_code == 200
     offline = hub_app(hf_offline=True).test_client()

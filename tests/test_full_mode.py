@@ -283,7 +283,7 @@ def test_offline_and_unknown_repositories_answer_hub_codes(make_app, fake_hub):
     assert missing.status_code == 502 and missing.json["code"] == "hub_not_found"
     offline = make_app(models, full=True, hf_offline=True).test_client().post("/model/launch",
                                                                               json={"model_name": "nowhere"})
-    assert offline.status_code == 502 and offline.json["code"] == "hub_offline"
+    assert offline.status_code == 409 and offline.json["code"] == "hub_offline"
 
 
 def test_registering_the_plugin_imports_no_torch():

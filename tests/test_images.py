@@ -137,8 +137,8 @@ def test_multipart_with_several_uploads(vision):
     answer = r.get_data(as_text=True)
     assert answer
     turns = client.get("/chat/getchathistory", query_string={"model_name": "tiny-vision"}).json["turns"]
-    assert turns == [{"role": "user", "content": "What is this?", "images": 2},
-                     {"role": "assistant", "content": answer}]
+    assert turns[0] == {"role": "user", "content": "What is this?", "images": 2}
+    assert len(turns) == 2 and turns[1]["role"] == "assistant" and turns[1]["content"] == answer
 
 
 def test_the_image_changes_the_answer(vision):

@@ -69,3 +69,42 @@ def test_list_finds_a_lan_server_behind_its_key(tmp_path, tiny_gguf):
         assert next(line for line in out.splitlines() if line.startswith("tiny ")).split()[3] == "yes"
     finally:
         server.close()
+
+
+def test_llama_cpp_lines_stay_out_of_the_log_unless_verbose(tmp_path, gemma_gguf):
+    """llama.cpp printed its own lines (`llama_kv_cache_iswa: ...`) into the server log at every Gemma load."""
+    import re
+
+    def llama_lines(text: str) -> list[str]:
+        """llama.cpp's own: printed straight to stderr (no timestamp of ours), or through our logger for it."""
+        return [line for line in text.splitlines() if " edge_server.llama_cpp: " in line or (
+            not re.match(r"\d{4}-\d\d-\d\d ", line) and any(
+                word in line for word in ("llama_", "load_tensors", "print_info", "swa", "ggml")))]
+
+    for verbose in (False, True):
+        server = ServerProcess(tmp_path / f"data-{verbose}", {"gemma": {"path": str(gemma_gguf), "n_ctx": 512}},
+                               *(["--verbose"] if verbose else []))
+        try:
+            requests.post(f"{server.url}/model/launch", json={"model_name": "gemma"}, timeout=120).raise_for_status()
+            requests.post(f"{server.url}/generate/fromtext", json={"model_name": "gemma", "prompt": "Hi",
+                                                                   "max_new_tokens": 2}, timeout=120).raise_for_status()
+        finally:
+            server.close()
+        lines = llama_lines(server.output())
+        if verbose:
+            assert any("edge_server.llama_cpp" in line for line in lines), server.output()[-3000:]
+        else:
+            assert lines == [], lines[:10]
+
+
+def test_llama_cpp_pieces_become_whole_lines_at_debug_and_errors_at_error(caplog):
+    from edge_server.backends.llama_logs import _Lines
+
+    lines = _Lines()
+    with caplog.at_level("DEBUG", logger="edge_server.llama_cpp"):
+        lines(2, b"llama_kv_cache_iswa: using full-size SWA cache\n", None)
+        lines(3, b"llama_model_load: error loading model: ", None)
+        lines(5, b"unknown architecture\n", None)  # 5: the line before goes on
+    got = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "edge_server.llama_cpp"]
+    assert got == [("DEBUG", "llama_kv_cache_iswa: using full-size SWA cache"),
+                   ("ERROR", "llama_model_load: error loading model: unknown architecture")]

@@ -134,11 +134,16 @@ def test_full_mode_lists_heavy(make_app):
     assert "stable-cascade" in client.get("/model/getavailabletodownload").json
 
 
-def test_delete_local_model_keeps_its_file(client, tiny_gguf):
+def test_delete_local_model_keeps_its_file(client, tiny_gguf, caplog):
+    """The listing tells a local file (the page then offers to delete its chats only); the log says what went."""
+    listed = {m["model_name"]: m for m in client.get("/model/list").json["models"]}
+    assert listed["tiny"]["local"] is True and listed["gemma-3-270m-it"]["local"] is False
     client.post("/model/launch", json={"model_name": "tiny", "n_ctx": 256})
-    r = client.delete("/model/delete", json={"model_name": "tiny"})
+    with caplog.at_level("INFO", logger="edge_server"):
+        r = client.delete("/model/delete", json={"model_name": "tiny"})
     assert r.status_code == 200
     assert tiny_gguf.is_file()
+    assert f"kept tiny's file {tiny_gguf}" in caplog.text and "deleted tiny from the store" not in caplog.text
     assert client.get("/model/getactive").json == []
 
 

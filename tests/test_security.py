@@ -1,6 +1,7 @@
 """The API key, Host and Origin checks, body types and CORS, through a real waitress server."""
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import stat
@@ -43,7 +44,12 @@ def test_key_is_required_and_compared(serve):
         r = requests.get(f"{url}/model/getactive", headers=headers)
         assert r.status_code == 401, headers
         assert r.json()["code"] == "unauthorized" and r.headers["WWW-Authenticate"] == "Bearer"
-    for headers in (bearer(), {"Authorization": f"bearer {KEY}"}, {"X-API-Key": KEY}):
+    basic = lambda user, password: {"Authorization": "Basic " + base64.b64encode(  # noqa: E731
+        f"{user}:{password}".encode()).decode()}
+    for headers in (basic("edge", "wrong"), basic(KEY, ""), {"Authorization": "Basic !!"}):
+        assert requests.get(f"{url}/model/getactive", headers=headers).status_code == 401, headers
+    for headers in (bearer(), {"Authorization": f"bearer {KEY}"}, {"X-API-Key": KEY}, basic("edge", KEY),
+                    basic("", KEY)):
         assert requests.get(f"{url}/model/getactive", headers=headers).json() == [], headers
     # A refused launch loads nothing.
     assert requests.post(f"{url}/model/launch", json={"model_name": "tiny"}).status_code == 401

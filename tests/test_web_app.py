@@ -162,7 +162,9 @@ def test_launch_chat_stop_and_history_with_gemma(chromium, gemma_server):
             seen.add(page.locator(".model[data-name=gemma] progress").evaluate("p => p.value / p.max"))
         time.sleep(0.05)
     assert len([f for f in seen if 0 < f < 1]) >= 3, seen
-    card.and_(page.locator("[data-state=running]")).wait_for(timeout=60_000)
+    card.and_(page.locator("[data-state=running]")).wait_for(timeout=60_000, state="attached")
+    page.wait_for_selector("#screen-chat:not([hidden])")  # launched: the page went on to its chat
+    phone.tab("models")
     assert "Running" in card.locator(".state").inner_text()
     phone.shot("models.png")
 

@@ -8,7 +8,7 @@ import time
 
 from flask import Blueprint, Response, jsonify
 
-from .. import __version__
+from ..version import __version__
 from ..metrics import process_rss
 from ..openapi import document
 from . import edge
@@ -43,12 +43,38 @@ def openapi():
 DOCS_CSP = ("default-src 'self'; script-src 'self' {scripts}; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+# Swagger UI's page has no viewport meta: a phone laid it out 980 px wide and shrank it to unreadable. With the
+# meta it is laid out at the phone's width; these rules keep the few wide parts (long paths, tables, the
+# models) inside it, scrolling sideways on their own rather than the whole page.
+PHONE_HEAD = b"""<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+@media (max-width: 640px) {
+  .swagger-ui .wrapper { padding: 0 8px; }
+  .swagger-ui .info { margin: 16px 0; }
+  .swagger-ui .info .title { font-size: 24px; }
+  .swagger-ui .scheme-container { padding: 12px 0; }
+  .swagger-ui .opblock .opblock-summary { flex-wrap: wrap; }
+  .swagger-ui .opblock .opblock-summary-path { flex-shrink: 1; max-width: calc(100% - 90px); word-break: break-all;
+    font-size: 15px; }
+  .swagger-ui .opblock .opblock-summary-description { font-size: 14px; }
+  .swagger-ui .opblock .opblock-summary-description { flex-basis: 100%; padding-top: 4px; }
+  .swagger-ui .opblock-body, .swagger-ui .responses-inner, .swagger-ui .model-box, .swagger-ui .highlight-code,
+  .swagger-ui .table-container { max-width: 100%; overflow-x: auto; }
+  .swagger-ui table { display: block; max-width: 100%; overflow-x: auto; }
+  .swagger-ui .parameters-col_description input, .swagger-ui textarea { max-width: 100%; }
+  .swagger-ui .dialog-ux .modal-ux { width: 94%; min-width: 0; }
+}
+</style>
+"""
 
 
 def protect_docs(response: Response) -> Response:
     """The headers every /docs response gets (the page and its assets)."""
     if response.mimetype == "text/html":  # a page sent as a file (oauth2-redirect.html, unused here) runs none
         body = b"" if response.is_streamed or response.direct_passthrough else response.get_data()
+        if b"</head>" in body and b'name="viewport"' not in body:  # last in the head: after Swagger UI's CSS
+            body = body.replace(b"</head>", PHONE_HEAD + b"</head>", 1)
+            response.set_data(body)
         hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
                           for script in _INLINE_SCRIPT.findall(body))
         response.headers["Content-Security-Policy"] = DOCS_CSP.format(scripts=hashes)

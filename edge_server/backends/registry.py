@@ -42,9 +42,16 @@ class BackendRegistry:
 
 def register_builtin(registry: BackendRegistry) -> None:
     """Register the lite backend the same way a plugin's register() would."""
-    from . import llamacpp
+    from . import llama_logs, llamacpp
 
     llamacpp.register(registry)
+    build = registry._factories[llamacpp.NAME]
+
+    def quiet_build() -> Backend:
+        llama_logs.install()  # at the first launch, when llama_cpp is first imported: its lines go to our log
+        return build()
+
+    registry.register(llamacpp.NAME, quiet_build)
 
 
 def build_registry(full: bool) -> BackendRegistry:

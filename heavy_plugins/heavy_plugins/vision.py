@@ -8,7 +8,7 @@ from typing import Iterator
 from edge_server.backends import TEXT, VISION, GenerationOptions, Prepared
 
 from . import device as devices
-from .transformers_backend import decode, eos_ids
+from .decoding import decode, eos_ids
 
 
 def _parts(content) -> list[dict]:

@@ -1,5 +1,6 @@
 // The chat screen: the server's chats for a running model, streamed answers, stop, photos.
 import { ApiError, call, getJSON, sendJSON } from "./api.js";
+import { chatLabels } from "./chatlist.js";
 import { renderMarkdown } from "./markdown.js";
 import { PhotoTray } from "./photos.js";
 import { generationOptions } from "./settings.js";
@@ -8,7 +9,6 @@ import { $, confirmAction, copyButton, el, notify, randomId, sleep } from "./uti
 const NEAR_BOTTOM = 48; // px: closer than this to the end counts as reading the latest
 const CHAT_CONTROLS = ["model-pick", "chat-pick", "new-chat", "chat-menu", "system-prompt", "clear-chat", "delete-chat"];
 
-const chatLabel = (c) => `${c.title || "Untitled"} (${Math.floor(c.turns / 2)})`;
 const sameChat = (a, b) => a && b && a.turns.length === b.turns.length && a.answering === b.answering
   && a.system_prompt === b.system_prompt && JSON.stringify(a.turns.at(-1)) === JSON.stringify(b.turns.at(-1));
 
@@ -142,11 +142,13 @@ export class ChatScreen {
       const saved = localStorage.getItem(`edge.chat.${model}`);
       this.chatId = saved || (chats[0] && chats[0].chat_id) || randomId();
     }
-    const options = chats.map((c) => [c.chat_id, chatLabel(c)]);
-    if (!chats.some((c) => c.chat_id === this.chatId)) options.unshift([this.chatId, "New chat"]);
-    $("chat-pick").replaceChildren(...options.map(([id, label]) => {
+    const labels = chatLabels(chats);
+    const options = chats.map((c, i) => [c.chat_id, labels[i], c.title]);
+    if (!chats.some((c) => c.chat_id === this.chatId)) options.unshift([this.chatId, "New chat", ""]);
+    $("chat-pick").replaceChildren(...options.map(([id, label, title]) => {
       const option = el("option", "", label);
       option.value = id;
+      if (title) option.title = title; // the whole first question
       return option;
     }));
     $("chat-pick").value = this.chatId;
@@ -176,7 +178,13 @@ export class ChatScreen {
 
   show(chat) {
     this.chat = chat;
-    this.messages.replaceChildren(...chat.turns.map((turn) => this.message(turn.role, turn.content, turn.images)));
+    const last = chat.turns.length - 1;
+    this.messages.replaceChildren(...chat.turns.map((turn, i) => {
+      const item = this.message(turn.role, turn.content, turn.images);
+      if (turn.finish_reason === "length") this.markCut(item, turn.completion_tokens, i === last);
+      return item;
+    }));
+    if (!chat.turns.length && !chat.answering) this.messages.append(this.emptyHint());
     if (chat.answering) {
       this.messages.append(this.note("The server is answering here\u2026", "note waiting"));
       this.wait({ model: this.model, chatId: this.chatId, turns: chat.turns.length });
@@ -270,6 +278,30 @@ export class ChatScreen {
     return el("p", className, text);
   }
 
+  // A new chat showed a blank screen: say what to do.
+  emptyHint() {
+    const hint = el("div", "empty-chat");
+    hint.append(el("p", "", `Nothing here yet. Type a question below and press Send: ${this.model}'s answer `
+      + "streams in, and Stop ends it."), el("p", "", "\u22ee sets this chat's system prompt; + starts another chat."));
+    return hint;
+  }
+
+  // An answer cut at its token limit says so; the newest offers to go on (a new turn asking to continue).
+  markCut(item, tokens, last) {
+    const note = el("p", "note cut", `Stopped at ${tokens} tokens (the limit for one answer).`);
+    if (last) {
+      const more = el("button", "continue", "Continue");
+      more.type = "button";
+      more.addEventListener("click", () => {
+        if (this.live) return;
+        this.prompt.value = "Continue";
+        this.send();
+      });
+      note.append(" ", more);
+    }
+    item.querySelector(".actions").before(note);
+  }
+
   atBottom() {
     const m = this.messages;
     return m.scrollHeight - m.scrollTop - m.clientHeight < NEAR_BOTTOM;
@@ -321,6 +353,8 @@ export class ChatScreen {
     this.prompt.value = "";
     this.fitPrompt();
     const turns = this.chat ? this.chat.turns.length : 0;
+    this.messages.querySelector(".empty-chat")?.remove();
+    for (const old of this.messages.querySelectorAll(".cut .continue")) old.remove(); // only the newest goes on
     this.messages.append(this.message("user", text, photos.length));
     const answer = this.message("assistant", "");
     answer.classList.add("streaming");
@@ -352,15 +386,22 @@ export class ChatScreen {
       }
     } finally {
       answer.classList.remove("streaming");
-      answer.dataset.done = "true";
+      this.follow(); // its Copy row appears now: keep the end in view for a reader who was following
       this.setLive(null);
     }
     if (this.waiting === live) {
       this.wait(live);
     } else if (live.model === this.model && live.chatId === this.chatId) {
       this.chat = await this.fetchHistory(); // what the server stored, for the next turn and the editor
+      const stored = this.chat && this.chat.turns.at(-1);
+      if (stored && stored.role === "assistant" && stored.finish_reason === "length"
+          && this.chat.turns.length === turns + 2) {
+        this.markCut(answer, stored.completion_tokens, true);
+        this.follow();
+      }
       await this.loadChats({ quiet: true }); // the chat's title and count
     }
+    answer.dataset.done = "true";
   }
 
   // POST the question; while the model is busy, say so and try again after Retry-After.

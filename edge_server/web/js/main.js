@@ -5,7 +5,10 @@ import { ModelsScreen } from "./models.js";
 import { askForKey, setupSettings } from "./settings.js";
 import { $ } from "./util.js";
 
-const models = new ModelsScreen((listing) => chat.setModels(listing));
+const models = new ModelsScreen((listing) => chat.setModels(listing), async (name) => {
+  show("chat", false);
+  if (chat.model !== name) await chat.selectModel(name);
+});
 const chat = new ChatScreen(() => show("models"));
 
 function show(name, refresh = true) {

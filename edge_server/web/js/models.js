@@ -9,8 +9,9 @@ const STATES = { absent: "Not downloaded", downloading: "Downloading", loading: 
   running: "Running" };
 
 export class ModelsScreen {
-  constructor(onChange) {
+  constructor(onChange, onLaunched) {
     this.onChange = onChange; // called with every listing (the chat screen picks running models from it)
+    this.onLaunched = onLaunched; // called with a model's name once its launch succeeded
     this.cards = new Map();
     this.launching = new Set();
     this.timer = null;
@@ -75,15 +76,22 @@ export class ModelsScreen {
     }
     const launch = el("button", "primary launch", "Launch");
     const kill = el("button", "kill", "Stop");
-    const remove = el("button", "danger delete", "Delete");
+    // A model named by its path in models.json is the user's file: delete forgets its chats, never the file.
+    const remove = el("button", "danger delete", model.local ? "Delete chats" : "Delete");
     for (const button of [launch, kill, remove]) button.type = "button";
     launch.addEventListener("click", () => this.launch(model.model_name, Number(context.value)));
     kill.addEventListener("click", () => this.act("DELETE", "/model/kill", model.model_name));
     remove.addEventListener("click", async () => {
       const card = this.cards.get(model.model_name);
       const size = card.model.bytes_done ? ` (${bytes(card.model.bytes_done)})` : "";
-      if (await confirmAction(`Delete ${model.model_name}'s files${size} and its chats?`)) {
-        this.act("DELETE", "/model/delete", model.model_name);
+      const name = model.model_name;
+      const question = model.local
+        ? `Delete ${name}'s chats? Its file is yours (a path in models.json): it stays on disk.`
+        : `Delete ${name}'s files${size} and its chats?`;
+      if (await confirmAction(question)) {
+        const done = model.local ? `Deleted ${name}'s chats; its file stays on disk.`
+          : `Deleted ${name}'s files and chats.`;
+        if (await this.act("DELETE", "/model/delete", name)) notify(done);
       }
     });
     const actions = el("div", "actions");
@@ -132,23 +140,29 @@ export class ModelsScreen {
     this.launching.add(name);
     const request = call("POST", "/model/launch", { json: { model_name: name, n_ctx: nCtx } });
     this.refresh(); // start polling the progress while the launch runs
+    let launched = false;
     try {
       await request;
+      launched = true;
     } catch (error) {
       this.showError(name, error.message);
     } finally {
       this.launching.delete(name);
       await this.refresh();
     }
+    if (launched) await this.onLaunched(name); // a model is launched to talk to it: go to its chat
   }
 
   async act(method, path, name) {
     this.showError(name, "");
+    let ok = true;
     try {
       await sendJSON(method, path, { model_name: name });
     } catch (error) {
       this.showError(name, error.message);
+      ok = false;
     }
     await this.refresh();
+    return ok;
   }
 }
