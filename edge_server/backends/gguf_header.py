@@ -92,7 +92,8 @@ def _metadata(path: Path, wanted, counted: tuple[str, ...] = ()) -> dict:
 SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "gemma-embedding": 6, "cohere2": 4, "llama4": 4,
                 "olmo2": 4, "exaone4": 4, "gpt-oss": 2}
 UBATCH = 512  # llama-cpp-python's n_ubatch: the tokens of one compute step
-RUNTIME = 24 << 20  # llama.cpp's libraries and a context, whatever the model (measured: 25 MB on a tiny model)
+RUNTIME = 6 << 20  # a context's own, whatever the model (measured: 5 to 7 MB on a tiny model)
+LIBRARIES = 19 << 20  # llama.cpp's libraries, mapped once per process at the first load (measured)
 BYTES_PER_WORD = 144  # the vocabulary as llama.cpp holds it (strings, scores, lookups), per token
 
 
@@ -109,7 +110,7 @@ class MemoryNeeds:
     work_per_token: int  # llama.cpp's compute buffers grow with the context too
     window: int = 0  # the sliding window of the other layers (0: none)
     window_cache_per_token: int = 0  # the KV cache of the sliding-window layers, per cell
-    fixed: int = RUNTIME  # llama.cpp's code and context, the vocabulary, a step's activations
+    fixed: int = RUNTIME  # llama.cpp's context, the vocabulary, a step's activations
 
     def cache(self, n_ctx: int, parallel: int = 1) -> int:
         """The KV caches llama.cpp allocates: the window's cells per stream, and a step's, as it sizes them."""

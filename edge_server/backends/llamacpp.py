@@ -4,14 +4,16 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import dataclasses
 import logging
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator
 
 from ..prompts import PLAIN_STOP, plain_prompt
 from .base import TEXT, VISION, GenerationOptions, Prepared
-from .gguf_header import context_length, memory_needs
+from .gguf_header import LIBRARIES, context_length, memory_needs
 from .llamacpp_batch import Batch
 from .llamacpp_sampling import sampler
 
@@ -31,7 +33,10 @@ class LlamaCppBackend:
         return context_length(model_path)
 
     def memory_needs(self, model_path: Path, mmproj_path: Path | None = None):
-        return memory_needs(model_path, mmproj_path.stat().st_size if mmproj_path else 0)
+        needs = memory_needs(model_path, mmproj_path.stat().st_size if mmproj_path else 0)
+        if "llama_cpp" not in sys.modules:  # the first load maps llama.cpp's libraries too
+            needs = dataclasses.replace(needs, fixed=needs.fixed + LIBRARIES)
+        return needs
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
              chat_handler: str | None = None, n_threads: int | None = None, kind: str = TEXT,

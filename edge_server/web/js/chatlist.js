@@ -1,7 +1,7 @@
 // Labels for the chat picker: short enough for a phone's select, and never two alike. Chats that begin with
 // the same words got the same label ("Hello (1)" twice); each now carries when it last changed (the time
 // today, else the date), and a number where even that is shared.
-const SHORT = 15; // characters of the first question shown: with the time, a label fits the picker on a phone
+const SHORT = 12; // characters of the first question shown: with the widest time ("12:59 PM") and a number, a label fits a phone's picker
 
 function short(title) {
   if (!title) return "Untitled";
