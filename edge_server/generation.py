@@ -126,10 +126,10 @@ class Answer:
         pieces = self._running.engine.submit(lambda: model.stream(prepared, options))
         try:
             for piece in pieces:
-                if piece:  # one piece per token; empty ones mark a stretch of prompt read
+                if piece:  # text; empty pieces mark a stretch of prompt read
                     self._last_at = time.perf_counter()
                     self._first_at = self._first_at or self._last_at
-                    self._tokens += 1
+                    self._tokens = self._tokens + 1 if prepared.generated is None else prepared.generated
                 text, stopped = scanner.feed(piece)
                 text = trim(text)
                 if text:
@@ -144,6 +144,8 @@ class Answer:
                     return
                 if stopped or self._stop_asked.is_set() or self._abandoned():
                     return
+            if prepared.generated is not None:  # tokens after the last text (a character's first bytes) count too
+                self._tokens = prepared.generated
             tail = trim(scanner.flush())  # whitespace still held back by Trim is the answer's end: dropped
             if tail:
                 self._parts.append(tail)

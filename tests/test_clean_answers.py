@@ -99,3 +99,16 @@ def test_cut_answers_say_so_in_every_dialect(client):
                                                    "temperature": 0}).text
     turn = client.get("/chat/getchathistory", query_string={"model_name": "tiny"}).json["turns"][-1]
     assert turn == {"role": "assistant", "content": text, "finish_reason": "length", "completion_tokens": 4}
+
+
+def test_tokens_are_counted_even_when_they_end_inside_a_character(client):
+    """The tiny model's vocabulary is bytes: many of its tokens end inside a UTF-8 character and make no text
+    of their own. They are tokens all the same: every answer cut at max_tokens says "length" and counts them."""
+    client.post("/model/launch", json={"model_name": "tiny"})
+    seen = []
+    for seed, prompt in enumerate(("Hi", "Tell me", "ü", "日本", "Why?")):
+        r = client.post("/v1/chat/completions", json={
+            "model": "tiny", "messages": [{"role": "user", "content": prompt}], "max_tokens": 24, "temperature": 1,
+            "seed": seed})
+        seen.append((r.json["choices"][0]["finish_reason"], r.json["usage"]["completion_tokens"]))
+    assert seen == [("length", 24)] * 5, seen

@@ -29,10 +29,12 @@ class Prepared:
     stop: tuple[str, ...] = ()  # stop strings the prompt format itself needs
     images: list = field(default_factory=list)
     text_tokens: int = 0  # of n_tokens, those that are text (the rest are images)
+    generated: int | None = None  # tokens generated so far, where the backend counts them (a token may make no
+    #                               text of its own: the first bytes of a character); None: one per piece
 
 
 class LoadedModel(Protocol):
-    n_ctx: int  # context in tokens, prompt and answer together, of each stream
+    n_ctx: int  # context in tokens, prompt and answer together, that one stream may fill (its streams share it)
     parallel: int  # streams it computes at once (the queue lets that many requests in); 1 if it has no such field
     capabilities: frozenset[str]  # TEXT and VISION here; IMAGE_OUT and SPEECH_OUT models are below
 

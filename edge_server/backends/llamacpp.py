@@ -190,10 +190,12 @@ class LlamaCppModel:
             yield from batch.read(seq, prompt)
             pick = sampler(self._lib, self._ctx, self._n_vocab, options, seq.tokens)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            prepared.generated = 0
             for count in range(1, budget + 1):
                 token = pick.pick(batch, seq)
                 if self._lib.llama_vocab_is_eog(self._vocab, token):
                     break
+                prepared.generated = count
                 if count < budget:
                     batch.queue(seq, [token], logits=True)  # before yielding: the others' turns decode it too
                 text = decoder.decode(self._token_bytes(token))
