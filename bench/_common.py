@@ -33,12 +33,19 @@ def start_server(data_dir: Path, *args: str, env: dict | None = None) -> tuple[s
     proc = subprocess.Popen([sys.executable, "-m", "edge_server", "--port", str(port), "--data-dir", str(data_dir),
                              "--log-level", "WARNING", *args], env=env or {**os.environ})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    wait_ready(proc, url)
+    return proc, url
+
+
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 120) -> None:
+    """Return once `url`/health answers 200 (llama-server answers 503 while it loads its model)."""
+    deadline = time.time() + timeout
     while True:
         try:
-            requests.get(f"{url}/health", timeout=1)
-            return proc, url
+            if requests.get(f"{url}/health", timeout=1).ok:
+                return
         except requests.ConnectionError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the server did not start") from None
-            time.sleep(0.05)
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"the server at {url} did not start")
+        time.sleep(0.05)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 import requests
-from _common import default_model, free_port, start_server
+from _common import default_model, free_port, start_server, wait_ready
 from concurrency import run
 
 from edge_server.backends.gguf_header import LIBRARIES, memory_needs
@@ -75,16 +75,7 @@ def llama_server(binary: str, model: Path, n_ctx: int, tokens: int) -> dict:
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("llama-server did not start")
-            time.sleep(0.3)
+        wait_ready(proc, url)
         answer(url)
         rss = psutil.Process(proc.pid).memory_info().rss
         return {"rss": rss, "ratio": ratio(url, tokens)}

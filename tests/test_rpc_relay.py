@@ -3,7 +3,6 @@ sockets on loopback, with an echo server in ggml's place that records every conn
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
@@ -17,22 +16,12 @@ class Echo:
     """ggml's RPC server stand-in: echoes bytes back, counts the connections that reach it."""
 
     def __init__(self):
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()[:2]
         self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.listener = rpc_relay.Relay("127.0.0.1", 0, self._echo)
+        self.address = (self.listener.host, self.listener.port)
 
-    def _serve(self):
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._echo, args=(sock,), daemon=True).start()
-
-    @staticmethod
-    def _echo(sock):
+    def _echo(self, sock):
+        self.connections += 1
         with sock:
             while data := sock.recv(65536):
                 sock.sendall(data)

@@ -29,17 +29,22 @@ class _Reader:
         if kind == _STRING:
             return self.string()
         if kind == _ARRAY:
-            item, count = self.unpack("I"), self.unpack("Q")
-            if item in _SCALARS:  # skip without decoding
-                self.f.seek(struct.calcsize("<" + _SCALARS[item]) * count, 1)
-            elif item == _STRING:  # a tokenizer's vocabulary: 262,144 strings for Gemma 3
-                for _ in range(count):
-                    self.f.seek(self.unpack("Q"), 1)
-            else:
-                for _ in range(count):
-                    self.value(item)
+            self.skip_array()
             return None
         raise ValueError(f"unknown GGUF value type {kind}")
+
+    def skip_array(self) -> int:
+        """Pass over an array without decoding it; its length."""
+        item, count = self.unpack("I"), self.unpack("Q")
+        if item in _SCALARS:
+            self.f.seek(struct.calcsize("<" + _SCALARS[item]) * count, 1)
+        elif item == _STRING:  # a tokenizer's vocabulary: 262,144 strings for Gemma 3
+            for _ in range(count):
+                self.f.seek(self.unpack("Q"), 1)
+        else:
+            for _ in range(count):
+                self.value(item)
+        return count
 
 
 def context_length(path: Path) -> int | None:
@@ -73,10 +78,7 @@ def _metadata(path: Path, wanted, counted: tuple[str, ...] = ()) -> dict:
         for _ in range(reader.unpack("Q")):
             key, kind = reader.string(), reader.unpack("I")
             if kind == _ARRAY and key in counted:
-                position = f.tell()
-                found[key + ".count"] = (reader.unpack("I"), reader.unpack("Q"))[1]
-                f.seek(position)
-                reader.value(kind)
+                found[key + ".count"] = reader.skip_array()
             elif kind == _ARRAY and wanted(key):
                 item, count = reader.unpack("I"), reader.unpack("Q")
                 found[key] = [reader.value(item) for _ in range(count)]

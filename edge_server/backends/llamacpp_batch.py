@@ -144,10 +144,9 @@ class Batch:
         piece leaves the logits the first token is sampled from."""
         self.prompt_reused += len(seq.tokens)
         self.queue(seq, prompt[len(seq.tokens):], logits=True)
-        seq.reading = True
+        seq.reading = True  # until the decode that reads its last piece
         while not self.ready(seq):
             yield ""
-        seq.reading = False
 
     @property
     def held(self) -> int:
@@ -237,18 +236,19 @@ class Batch:
             if freed >= short:
                 break
             freed += len(seq.tokens)
-            self._lib.llama_memory_seq_rm(self._memory, seq.id, 0, -1)
-            seq.tokens.clear()
-            self.evictions += 1
+            self._empty(seq)
         return freed
 
     def _give_back(self, seq: Sequence) -> None:
         """A running stream's cells go back to the pool; what they held is read again, as a prompt, when
         there is room (its sampler state and its text so far are untouched)."""
-        self._lib.llama_memory_seq_rm(self._memory, seq.id, 0, -1)
-        seq.todo = seq.tokens[:] + seq.todo
-        seq.tokens.clear()
+        seq.todo = seq.tokens + seq.todo
+        self._empty(seq)
         seq.reading = True
+
+    def _empty(self, seq: Sequence) -> None:
+        self._lib.llama_memory_seq_rm(self._memory, seq.id, 0, -1)
+        seq.tokens.clear()  # in place: a sampler reads the same list for its repeat window
         self.evictions += 1
 
     def close(self) -> None:
