@@ -18,7 +18,8 @@ pkg install -y python python-pip git clang cmake ninja make binutils libandroid-
 echo "== Python packages (llama-cpp-python compiles here: 10 to 30 minutes on a phone)"
 # OpenMP off: a Termux build may link a libomp.so the phone cannot load (llama.cpp #11979); llama.cpp's
 # own threads are used instead. GGML_NATIVE (the default on the device) builds for this phone's CPU.
-CMAKE_ARGS="${CMAKE_ARGS:--DGGML_OPENMP=OFF}"
+# GGML_RPC: the RPC backend, so the phone can be a worker (edge-server worker) or split a model over workers.
+CMAKE_ARGS="${CMAKE_ARGS:--DGGML_OPENMP=OFF} -DGGML_RPC=on"
 LDFLAGS="${LDFLAGS:-} -landroid-spawn"
 # At most 4 compilers at once: 8 on a phone with 6 GB can wake Android's low-memory killer mid-build.
 jobs=$(nproc)
@@ -34,6 +35,8 @@ trap 'rm -f "$requirements"' EXIT
 python android/requirements.py > "$requirements"
 pip install -r "$requirements"
 pip install --no-deps -e .
+# An llama-cpp-python installed before without the RPC backend is rebuilt with it (pip keeps an installed one).
+python -m edge_server.backends.ggml_rpc ensure
 
 echo "== Start at boot"
 python -m edge_server service install

@@ -10,6 +10,7 @@ from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 
 from .backends import BackendRegistry, build_registry
+from .backends.worker_list import WorkerList, parse_workers
 from .catalog import Catalog
 from .chats import ChatStore
 from .errors import register_error_handlers
@@ -56,6 +57,7 @@ class EdgeServer:
     images: ImageIntake
     api_key: str | None  # what clients must send; None: no key needed (loopback or --no-auth)
     metrics: Metrics
+    workers: WorkerList | None = None  # EDGE_WORKERS: devices a model may be split over
 
 
 def create_app(config: Settings | dict | None = None, registry: BackendRegistry | None = None) -> Flask:
@@ -69,14 +71,16 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
     catalog = Catalog.load(settings.data_dir / "models.json")
     store = ModelStore(settings)
     metrics = Metrics()
-    manager = ModelManager(settings, catalog, store, registry or build_registry(settings.full), metrics)
+    api_key = resolve_api_key(settings)
+    workers = WorkerList(parse_workers(settings.workers), api_key or "") if settings.workers else None
+    manager = ModelManager(settings, catalog, store,
+                           registry or build_registry(settings.full, workers, settings.meminfo_path), metrics)
     metrics.watch(manager)
     chats = ChatStore(settings.chats_dir, settings.max_chats_per_model, settings.max_chat_bytes,
                       settings.max_system_prompt_bytes)
-    api_key = resolve_api_key(settings)
     app.extensions["edge_server"] = EdgeServer(settings, catalog, store, manager, chats,
                                                Generator(settings, manager, chats, metrics), ImageIntake(settings),
-                                               api_key, metrics)
+                                               api_key, metrics, workers)
 
     register_error_handlers(app)
 

@@ -8,8 +8,9 @@ import time
 from typing import Any, Callable, Iterator
 
 from .backends import GenerationOptions, Prepared
+from .backends.base import ModelLost
 from .chats import Reservation
-from .errors import ContextLengthExceeded, EdgeError, ModelStopped
+from .errors import ContextLengthExceeded, EdgeError, ModelStopped, WorkerLost
 from .memory import release_free_heap
 from .runtime import RunningModel
 from .stop_strings import StopScanner, Trim
@@ -20,6 +21,8 @@ log = logging.getLogger("edge_server.generate")
 def as_edge_error(exc: BaseException) -> EdgeError:
     if isinstance(exc, EdgeError):
         return exc
+    if isinstance(exc, ModelLost):
+        return WorkerLost(f"{exc}; launch the model again (POST /model/launch) once its workers are back.")
     if isinstance(exc, ValueError) and ("context" in str(exc).lower() or "exceed" in str(exc).lower()):
         return ContextLengthExceeded(f"The prompt does not fit in the model's context: {exc}")
     log.error("generation failed", exc_info=exc)
@@ -101,6 +104,10 @@ class Answer:
         except StopIteration:
             self.close()
             raise
+        except ModelLost as exc:
+            self.failed = as_edge_error(exc)  # the dialects end the stream with it, the seed endpoints cut it
+            self.close()
+            raise StopIteration from None
         except Exception:
             # The status line is sent: end the stream cleanly with what was said, and log why.
             log.exception("generation failed mid-stream on %s", self._running.spec.name)

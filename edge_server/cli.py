@@ -1,4 +1,4 @@
-"""The `edge-server` command: serve (the default), add, pull, list, key and service."""
+"""The `edge-server` command: serve (the default), add, pull, list, key, service and worker."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import sys
 from .errors import CatalogError, EdgeError
 from .server import SERVING_FILE, local_url
 
-COMMANDS = ("serve", "add", "pull", "list", "key", "service")
+COMMANDS = ("serve", "add", "pull", "list", "key", "service", "worker")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--verbose", action="store_true", default=None,
                         help="show llama.cpp's own log lines (loading, caches), kept out of the log by default "
                              "(EDGE_VERBOSE)")
+    common.add_argument("--workers", help="edge-server workers to split GGUF models over, host:port,host:port "
+                        "(EDGE_WORKERS; they need the same key, --api-key)")
     common.add_argument("--log-file", help="also log to this file, rotated at 5 MB, 3 old files kept (EDGE_LOG_FILE)")
     parser = argparse.ArgumentParser(
         prog="edge-server", parents=[common], description="Run GGUF language models on a phone or a Pi, over HTTP.",
@@ -65,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--url", help="the server to ask what runs (default: the one serving this data dir)")
     key = sub.add_parser("key", parents=[common], help="print the API key kept in the data dir (made if missing)")
     key.add_argument("--rotate", action="store_true", help="replace it with a new random key (restart the server)")
+    sub.add_parser("worker", parents=[common], help="lend this device to a server's models (llama.cpp RPC): "
+                   "listens on --host (default 0.0.0.0) --port (default 50052), admits only holders of --api-key")
     service = sub.add_parser("service", parents=[common], help="start at boot: a systemd unit, or in Termux a "
                                                                "termux-services service started by Termux:Boot")
     service.add_argument("action", choices=("print", "install", "uninstall", "status"),
@@ -175,13 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
                  "n_threads": args.n_threads, "parallel": args.parallel, "keep_alive": args.keep_alive, "memory_check": args.memory_check,
                  "full": args.full, "device": args.device, "api_key": args.api_key, "no_auth": args.no_auth,
-                 "allowed_hosts": args.allowed_hosts, "cors_origins": args.cors_origins}
+                 "allowed_hosts": args.allowed_hosts, "cors_origins": args.cors_origins, "workers": args.workers}
     if args.command == "key":
         return _key(overrides, args.rotate)
     if args.command == "service":
         return _service(args)
     if args.command == "add":
         return _add(overrides, args)
+    if args.command == "worker":
+        from .settings import build_settings
+        from .worker_cli import run_worker
+
+        return run_worker(build_settings({**overrides, "host": None, "port": None}), args.host, args.port)
     launch_first = None
     if args.command == "serve" and args.model:
         launch_first = _model_to_serve(overrides, args.model)

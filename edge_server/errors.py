@@ -70,6 +70,11 @@ class Busy(EdgeError):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
+class WorkerLost(EdgeError):
+    """A model split across workers lost one (or its process): 503 until it is launched again."""
+    status, code = 503, "worker_lost"
+
+
 class ContextLengthExceeded(EdgeError):
     status, code = 400, "context_length_exceeded"
 

@@ -62,7 +62,12 @@ def _paths() -> dict:
                      cache_used={"type": "integer", "description": "Tokens its cache holds now, of n_ctx (running "
                                  "streams, and chats' earlier turns kept for their next)"},
                      memory_bytes={"type": ["integer", "null"], "description": "Memory the server grew by when it "
-                                   "loaded the model (weights read, caches made), measured"},
+                                   "loaded the model (weights read, caches made), measured; for a model split over "
+                                   "workers, the memory of the process holding this device's part"},
+                     workers={"type": "array", "items": {"type": "string"}, "description": "Only for a model split "
+                              "over workers (EDGE_WORKERS): their addresses, beside this device"},
+                     lost={"type": ["string", "null"], "description": "With workers: why the model is lost (a worker "
+                           "died or left the network; requests get 503 worker_lost until it is launched again)"},
                      idle_unloaded_at={"type": "integer", "description": "Unix time it was unloaded for being "
                                                                          "idle; the next request loads it again"})
     turn = _object(["role", "content"], role={"enum": ["user", "assistant"]}, content={"type": "string"},
@@ -202,7 +207,14 @@ def _paths() -> dict:
             "application/json": {"schema": _object(
                 ["status", "version", "uptime_seconds", "models_running", "rss_bytes"], status={"const": "ok"},
                 version={"type": "string"}, uptime_seconds={"type": "integer"}, models_running=STRINGS,
-                rss_bytes={"type": ["integer", "null"], "description": "The server's resident memory"})}}},
+                rss_bytes={"type": ["integer", "null"], "description": "The server's resident memory"},
+                workers={"type": "array", "description": "Only with EDGE_WORKERS: each worker as it says now",
+                         "items": _object(["address", "state", "models"], address={"type": "string"},
+                                          state={"enum": ["up", "busy", "down", "refused"], "description":
+                                                 "busy: a model uses it; refused: it does not hold this key"},
+                                          models=STRINGS, free_bytes={"type": "integer"},
+                                          total_bytes={"type": "integer"}, threads={"type": "integer"},
+                                          version={"type": "string"}, error={"type": "string"})})}}},
             public=True)},
         "/metrics": {"get": _op("server", "Metrics in Prometheus text format", {
             "description": "Requests by route and status, request duration, time to first token, tokens/s and "

@@ -14,14 +14,14 @@ CODES = {
     "image_fetch_failed": 502, "image_fetch_timeout": 504, "prompt_too_large": 413, "chat_too_large": 413,
     "too_many_chats": 409, "system_prompt_too_large": 413, "downloading": 202, "download_cancelled": 409,
     "insufficient_storage": 507, "insufficient_memory": 507, "storage_error": 500, "client_disconnected": 499,
-    "model_not_text": 400, "model_not_image": 400, "model_not_speech": 400,
+    "model_not_text": 400, "model_not_image": 400, "model_not_speech": 400, "worker_lost": 503,
 }
 _ALWAYS = ("host_not_allowed", "internal_error")
 _GUARDED = ("unauthorized",)  # operations that need the key
 _BODY = ("invalid_request", "unsupported_media_type", "request_too_large", "origin_not_allowed")  # writes
 _HUB = ("hub_not_found", "hub_unreachable", "hub_offline", "hub_unauthorized", "hub_timeout")
 _STREAM = ("model_not_found", "model_not_running", "busy", "context_length_exceeded", "generation_failed", "model_stopped",
-           "prompt_too_large", "chat_too_large", "too_many_chats", "model_not_text")
+           "prompt_too_large", "chat_too_large", "too_many_chats", "model_not_text", "worker_lost")
 _MEDIA = ("model_not_found", "model_not_running", "busy", "generation_failed", "prompt_too_large",
           "client_disconnected")
 
@@ -31,7 +31,7 @@ _STATUS_TEXT = {202: "Accepted: the model is downloading; poll GET /model/status
                 409: "Not now: too many, cancelled, stopped, or downloads are off (HF_HUB_OFFLINE)", 413: "Too large",
                 415: "The body is not JSON (or multipart where uploads are taken)",
                 422: "The body or a parameter does not validate", 500: "Server error",
-                502: "An upstream (the hub, an image link) failed", 503: "Busy: retry after Retry-After",
+                502: "An upstream (the hub, an image link) failed", 503: "Busy: retry after Retry-After (worker_lost: a worker the model was split over is gone; launch it again)",
                 504: "An upstream (the hub, an image link) did not answer in time",
                 507: "Not enough free disk (or memory) for the model"}
 

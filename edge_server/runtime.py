@@ -107,7 +107,7 @@ class ModelManager:
     def launch(self, name, n_ctx=None, keep_alive: float | None = None, force: bool = False,
                download: bool = True, parallel: int | None = None) -> RunningModel:
         """Download if needed, then load; a second launch with the same n_ctx (and parallel, if given) only
-        sets keep_alive.
+        sets keep_alive, unless the model is lost (a worker it was split over went).
 
         keep_alive: seconds idle before the model is unloaded (0: never; None: the setting). An
         unloaded model is loaded again by the next request that needs it. Without `download`, a model
@@ -125,7 +125,8 @@ class ModelManager:
                                             "/model/launch, POST /api/pull or the web page).")
                 files = files or self._download(spec)
                 current = self._running.get(spec.name)
-                if current is not None and current.requested == wanted and parallel in (None, current.slot.capacity):
+                if (current is not None and current.requested == wanted and parallel in (None, current.slot.capacity)
+                        and not getattr(current.model, "lost", None)):  # a lost model (its worker went) loads again
                     current.keep_alive = keep_alive
                     self._watch_idle()
                 else:
@@ -156,7 +157,8 @@ class ModelManager:
             model = backend.load(files.model, n_ctx=n, mmproj_path=files.mmproj,
                                  chat_handler=spec.chat_handler, n_threads=self.n_threads, kind=spec.kind,
                                  device=self.settings.device, **({"parallel": streams} if streams > 1 else {}))
-            engine = self.heavy_engine if spec.heavy else self.engine
+            # A model computing in another process (split across workers) gets a thread of its own to wait on.
+            engine = Engine() if getattr(model, "elsewhere", False) else self.heavy_engine if spec.heavy else self.engine
             if hasattr(model, "warm_up"):
                 list(engine.submit(model.warm_up))  # on the thread that will compute its streams
             self.metrics.loads.labels(spec.name).observe(time.perf_counter() - started)
@@ -165,8 +167,9 @@ class ModelManager:
             raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
         slot = ModelSlot(spec.name, self.settings.queue_size, capacity=getattr(model, "parallel", 1))
         after = resident_memory()
+        memory = max(0, after - before) if after and before else None
         running = RunningModel(spec, model, slot, wanted, parallel, keep_alive, force, engine=engine,
-                               memory=max(0, after - before) if after and before else None)
+                               memory=getattr(model, "memory_bytes", memory))
         self._running[spec.name] = running
         log.info("running %s", spec.name)
         self._watch_idle()
@@ -326,6 +329,8 @@ class ModelManager:
         running.slot.close()
         self._running.pop(running.spec.name, None)
         running.model.close()
+        if running.engine not in (self.engine, self.heavy_engine):
+            running.engine.stop()
         gc.collect()
         release_free_heap()
         log.info("stopped %s", running.spec.name)
@@ -358,6 +363,8 @@ class ModelManager:
                         keep_alive=running.keep_alive, memory_bytes=running.memory)
             if hasattr(running.model, "cache_used"):
                 body["cache_used"] = running.model.cache_used
+            if hasattr(running.model, "workers"):  # split across workers (backends/llamacpp_split.py)
+                body.update(workers=running.model.workers, lost=running.model.lost)
         elif self.store.files(spec) is not None:
             body["state"] = "installed"
             if spec.name in self._unloaded:
@@ -376,6 +383,14 @@ class ModelManager:
         """(name, requests waiting, (prompt tokens evaluated, found in the cache) or None) of each running model."""
         return [(name, running.slot.waiting, getattr(running.model, "prompt_tokens", None))
                 for name, running in list(self._running.items())]
+
+    def split_over(self) -> dict[str, list[str]]:
+        """{worker address: the running models split over it}."""
+        found: dict[str, list[str]] = {}
+        for name, running in list(self._running.items()):
+            for address in getattr(running.model, "workers", ()):
+                found.setdefault(address, []).append(name)
+        return found
 
     def stop_streams(self) -> None:
         """Ask every stream to end now (server shutdown); the models stay loaded."""

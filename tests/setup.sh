@@ -5,6 +5,9 @@
 set -e
 cd "$(dirname "$0")/.."
 pip install -e ".[test]"
+# Workers (llama.cpp's RPC backend) need llama-cpp-python built with GGML_RPC: one installed without it is
+# rebuilt once (about 7 minutes on 2 cores).
+python -m edge_server.backends.ggml_rpc ensure
 # torch first and pinned: 2.13.0 is a CPU build (an unpinned torch pulls a CUDA build of several GB).
 # A torch already installed (another build for this machine's platform) is kept.
 python -c "import torch" 2>/dev/null || pip install "torch==${EDGE_TEST_TORCH:-2.13.0}"

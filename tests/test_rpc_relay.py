@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edge_server import rpc_relay
+from edge_server.backends import rpc_relay
 
 KEY = "family-secret"
 

@@ -68,7 +68,7 @@ def test_install_script_installs_builds_and_enables_the_service(termux):
     assert hub.startswith("install --no-deps huggingface-hub>=")  # without hf-xet, which needs Rust
     assert requirements.startswith("install -r ")
     assert own.startswith("install --no-deps -e .")
-    assert requirements.endswith("CMAKE_ARGS=-DGGML_OPENMP=OFF")  # the build flags reach pip
+    assert requirements.endswith("CMAKE_ARGS=-DGGML_OPENMP=OFF -DGGML_RPC=on")  # the build flags reach pip
     listed = subprocess.run([sys.executable, "android/requirements.py"], cwd=ROOT, capture_output=True,
                             text=True).stdout.split("\n")
     assert any(line.startswith("llama-cpp-python") for line in listed)

@@ -19,8 +19,12 @@ bp = Blueprint("pages", __name__)
 def health():
     """Cheap and public: for a supervisor or a phone checking the server is up."""
     app = edge()
-    return jsonify({"status": "ok", "version": __version__, "uptime_seconds": round(time.time() - app.metrics.started),
-                    "models_running": [name for name, *_ in app.manager.running()], "rss_bytes": process_rss()})
+    body = {"status": "ok", "version": __version__, "uptime_seconds": round(time.time() - app.metrics.started),
+            "models_running": [name for name, *_ in app.manager.running()], "rss_bytes": process_rss()}
+    if app.workers:  # EDGE_WORKERS: each one's state, and the running models split over it
+        users = app.manager.split_over()
+        body["workers"] = [{**worker, "models": users.get(worker["address"], [])} for worker in app.workers.survey()]
+    return jsonify(body)
 
 
 @bp.get("/metrics")

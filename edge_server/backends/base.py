@@ -104,3 +104,7 @@ class Backend(Protocol):
 
     def memory_needs(self, model_path: Path, mmproj_path: Path | None = None):
         """A MemoryNeeds estimate (gguf_header.py) for the memory check before a load, or None."""
+
+
+class ModelLost(RuntimeError):
+    """A model's process or devices are gone (a worker it was split over died); launch it again."""

@@ -113,6 +113,7 @@ class MemoryNeeds:
     window: int = 0  # the sliding window of the other layers (0: none)
     window_cache_per_token: int = 0  # the KV cache of the sliding-window layers, per cell
     fixed: int = RUNTIME  # llama.cpp's context, the vocabulary, a step's activations
+    layers: int = 0  # transformer blocks (a model split across devices is split by them)
 
     def cache(self, n_ctx: int, parallel: int = 1) -> int:
         """The KV caches llama.cpp allocates: the window's cells per stream, and a step's, as it sizes them."""
@@ -156,7 +157,7 @@ def memory_needs(path: Path, extra_files: int = 0) -> MemoryNeeds:
     activations = UBATCH * embedding * 4 * 8
     words = int(meta.get("tokenizer.ggml.tokens.count") or 0)
     return MemoryNeeds(path.stat().st_size + extra_files, per_cell(False), 4 * heads_max, window, per_cell(True),
-                       fixed=RUNTIME + words * BYTES_PER_WORD + activations)
+                       fixed=RUNTIME + words * BYTES_PER_WORD + activations, layers=layers)
 
 
 def _sliding_layers(pattern, default: int | None, layers: int) -> list[bool]:

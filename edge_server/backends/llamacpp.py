@@ -40,9 +40,10 @@ class LlamaCppBackend:
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
              chat_handler: str | None = None, n_threads: int | None = None, kind: str = TEXT,
-             device: str | None = None, parallel: int = 1) -> "LlamaCppModel":
+             device: str | None = None, parallel: int = 1, offload: dict | None = None) -> "LlamaCppModel":
         """kind follows from the files here (a projector means vision); device: llama.cpp runs on the CPU;
-        parallel: streams decoded together, sharing a cache of n_ctx tokens."""
+        parallel: streams decoded together, sharing a cache of n_ctx tokens; offload: n_gpu_layers and
+        tensor_split, for a model split across workers (model_host_child.py)."""
         from llama_cpp import Llama
 
         handler = None
@@ -50,35 +51,45 @@ class LlamaCppBackend:
             from .vision import make_chat_handler
 
             handler = make_chat_handler(chat_handler, mmproj_path)
-        with _weights_as_stored(parallel > 1):
+        offload = dict(offload or {})
+        params = {"use_extra_bufts": False} if parallel > 1 else {}
+        overrides = offload.pop("tensor_buft_overrides", None)  # not a parameter of Llama's: set on its params
+        if overrides is not None:
+            params["tensor_buft_overrides"] = ctypes.addressof(overrides)
+        with _model_params(**params):
             llm = Llama(str(model_path), n_ctx=n_ctx, n_threads=n_threads, chat_handler=handler, swa_full=False,
-                        verbose=False)
+                        verbose=False, **offload)
         _make_context(llm, n_ctx, parallel)
-        return LlamaCppModel(llm, handler)
+        model = LlamaCppModel(llm, handler)
+        model.overrides = overrides  # llama.cpp keeps the model's params: the array lives as long as the model
+        return model
 
 
 _LOADING = threading.Lock()
 
 
 @contextlib.contextmanager
-def _weights_as_stored(as_stored: bool):
-    """Keep llama.cpp from repacking the weights for its CPU matrix kernels while a model loads.
+def _model_params(**changes):
+    """Load a model with these llama_model_params fields changed, which llama-cpp-python's Llama does not take:
+    its default model parameters are swapped for the load, under a lock.
 
-    With repacked weights a token's logits depend on how many rows its decode holds (up to 2.9 apart on
-    Gemma 3 between one stream and four), so a stream would answer differently with company than alone.
-    Without, every row is computed the same way whatever the batch (bit for bit, measured). llama-cpp-python
-    takes no such parameter: its default model parameters are swapped for the load, under a lock."""
+    use_extra_bufts=False (parallel above 1) keeps llama.cpp from repacking the weights for its CPU matrix
+    kernels. With repacked weights a token's logits depend on how many rows its decode holds (up to 2.9 apart
+    on Gemma 3 between one stream and four), so a stream would answer differently with company than alone.
+    Without, every row is computed the same way whatever the batch (bit for bit, measured).
+    tensor_buft_overrides: where some tensors go (a split keeps the output layer here, ggml_rpc.on_this_cpu)."""
     from llama_cpp import llama_cpp as lib
 
     defaults = lib.llama_model_default_params
 
-    def stored():
+    def changed():
         params = defaults()
-        params.use_extra_bufts = False
+        for name, value in changes.items():
+            setattr(params, name, value)
         return params
 
     with _LOADING:  # every load takes it, so no other load sees the swapped function
-        lib.llama_model_default_params = stored if as_stored else defaults
+        lib.llama_model_default_params = changed if changes else defaults
         try:
             yield
         finally:

@@ -40,12 +40,13 @@ class BackendRegistry:
         return self._built[name]
 
 
-def register_builtin(registry: BackendRegistry) -> None:
-    """Register the lite backend the same way a plugin's register() would."""
+def register_builtin(registry: BackendRegistry, workers=None, meminfo: str = "/proc/meminfo") -> None:
+    """Register the lite backend the same way a plugin's register() would; with `workers` (a WorkerList) it
+    splits models across them (llamacpp_split.py)."""
     from . import llama_logs, llamacpp
 
     llamacpp.register(registry)
-    build = registry._factories[llamacpp.NAME]
+    build = registry._factories[llamacpp.NAME] if not workers else lambda: _split_backend(workers, meminfo)
 
     def quiet_build() -> Backend:
         llama_logs.install()  # at the first launch, when llama_cpp is first imported: its lines go to our log
@@ -54,9 +55,15 @@ def register_builtin(registry: BackendRegistry) -> None:
     registry.register(llamacpp.NAME, quiet_build)
 
 
-def build_registry(full: bool) -> BackendRegistry:
+def _split_backend(workers, meminfo: str) -> Backend:
+    from .llamacpp_split import SplitBackend
+
+    return SplitBackend(workers, meminfo)
+
+
+def build_registry(full: bool, workers=None, meminfo: str = "/proc/meminfo") -> BackendRegistry:
     registry = BackendRegistry()
-    register_builtin(registry)
+    register_builtin(registry, workers, meminfo)
     if full:
         plugins = list(entry_points(group=ENTRY_POINT_GROUP))
         if not plugins:

@@ -109,6 +109,9 @@ export class ModelsScreen {
     } else if (model.state === "running") {
       text += ` \u00b7 ${model.n_ctx} tokens of context`;
       if (model.queued) text += ` \u00b7 ${model.queued} waiting`;
+      // Split over workers (EDGE_WORKERS): the devices it runs on; a lost worker needs a relaunch.
+      if (model.workers) text += ` \u00b7 on this device + ${model.workers.join(", ")}`;
+      if (model.lost) text = `A worker was lost: Relaunch it (${model.workers.join(", ")})`;
     } else if (model.bytes_total) {
       text += ` \u00b7 ${bytes(model.bytes_total)}`;
     }

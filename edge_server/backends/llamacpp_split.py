@@ -1,0 +1,84 @@
+"""The llama-cpp backend when the server has workers: a model is split across this device and the workers
+that answer, by their free memory, and runs in a child process (model_host.py).
+
+llama.cpp places whole layers: this device keeps the embeddings, the output layer and its share of the
+blocks (the first ones); each worker gets a share of the rest, in proportion to its free memory (the RPC
+devices act as GPUs: n_gpu_layers and tensor_split). A model with a vision projector, or one that no
+worker is free for, loads here as usual.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..memory import available_memory
+from . import model_host
+from .base import TEXT
+from .gguf_header import LIBRARIES
+from .llamacpp import LlamaCppBackend
+from .worker_list import WorkerList
+
+log = logging.getLogger("edge_server.split")
+
+
+@dataclass(frozen=True)
+class Plan:
+    workers: list[tuple[str, int]]  # those used, in the order of their devices
+    addresses: list[str]
+    shares: list[int]  # free bytes of each, which tensor_split is made of
+    local_layers: int  # blocks this device keeps
+    layers: int
+
+    @property
+    def local_share(self) -> float:
+        return self.local_layers / self.layers
+
+
+class SplitBackend(LlamaCppBackend):
+    def __init__(self, workers: WorkerList, meminfo: str = "/proc/meminfo"):
+        self.workers, self.meminfo = workers, meminfo
+
+    def plan(self, model_path: Path, fresh: bool = False) -> Plan | None:
+        """How the model would be split now, or None to load it here alone."""
+        layers = super().memory_needs(model_path).layers
+        here = available_memory(self.meminfo) or 0
+        usable = [(worker, said) for worker, said in zip(self.workers.workers, self.workers.survey(fresh))
+                  if said["state"] == "up" and said.get("free_bytes")]
+        if not usable or layers < 2:
+            return None
+        shares = [said["free_bytes"] for _, said in usable]
+        local = max(1, round(layers * here / (here + sum(shares))))
+        if local >= layers:
+            return None
+        return Plan([w for w, _ in usable], [said["address"] for _, said in usable], shares, local, layers)
+
+    def memory_needs(self, model_path: Path, mmproj_path: Path | None = None):
+        needs = super().memory_needs(model_path, mmproj_path)
+        plan = None if mmproj_path else self.plan(model_path)
+        if plan is None:
+            return needs
+        share = plan.local_share  # this device's part of the weights and cache; its child maps the libraries
+        return dataclasses.replace(needs, weights=int(needs.weights * share),
+                                   cache_per_token=int(needs.cache_per_token * share),
+                                   window_cache_per_token=int(needs.window_cache_per_token * share),
+                                   fixed=needs.fixed + LIBRARIES)
+
+    def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
+             chat_handler: str | None = None, n_threads: int | None = None, kind: str = TEXT,
+             device: str | None = None, parallel: int = 1):
+        plan = None if mmproj_path else self.plan(model_path, fresh=True)  # a worker taken since is busy now
+        if plan is None:
+            if not mmproj_path:
+                log.warning("no worker can take part of %s (%s): it loads on this device alone", model_path.name,
+                            "; ".join(f"{w['address']} {w['state']}" for w in self.workers.survey()))
+            return super().load(model_path, n_ctx=n_ctx, mmproj_path=mmproj_path, chat_handler=chat_handler,
+                                n_threads=n_threads, kind=kind, device=device, parallel=parallel)
+        log.info("splitting %s: %d of %d blocks here, the rest over %s", model_path.name, plan.local_layers,
+                 plan.layers, ", ".join(plan.addresses))
+        order = {"path": str(model_path), "n_ctx": n_ctx, "n_threads": n_threads, "parallel": parallel,
+                 # llama.cpp offloads the last n_gpu_layers, the output layer counted (it is kept here anyway)
+                 "workers": plan.workers, "key": self.workers.key, "n_gpu_layers": plan.layers + 1 - plan.local_layers,
+                 "split": [float(share) for share in plan.shares]}
+        return model_host.start(order, plan.addresses)

@@ -1,0 +1,115 @@
+"""The child process that holds a model split across workers (model_host.py starts it).
+
+ggml's RPC client aborts its process when a worker dies or drops off the network: here that ends this
+process only, and the server sees the connection close. Run as `python -m edge_server.backends.model_host_child
+FD`, FD being its end of a socket pair. The first message is the load; then it answers the server's
+requests, stepping every stream in turn as the server's engine does (engine.py), so they batch.
+"""
+from __future__ import annotations
+
+import sys
+from multiprocessing.connection import Connection
+
+
+def _load(order: dict):
+    from . import ggml_rpc, rpc_relay
+    from .llamacpp import LlamaCppBackend
+
+    # llama.cpp connects to local ends of the authenticated relay, one per worker (rpc_relay.py).
+    ends = [rpc_relay.server_side(tuple(worker), order["key"]) for worker in order["workers"]]
+    devices = ggml_rpc.add_devices([f"127.0.0.1:{end.port}" for end in ends])
+    # The output layer stays here: on a worker, every token's logits (the vocabulary's size in floats, 1 MB on
+    # Gemma 3) would cross the network, where a layer's output is a few KB. Tied embeddings name it token_embd.
+    model = LlamaCppBackend().load(order["path"], n_ctx=order["n_ctx"], n_threads=order["n_threads"],
+                                   parallel=order["parallel"],
+                                   offload={"n_gpu_layers": order["n_gpu_layers"], "tensor_split": order["split"],
+                                            "tensor_buft_overrides": ggml_rpc.on_this_cpu(r"^(output|token_embd)\.weight$")})
+    list(model.warm_up())
+    return model, devices
+
+
+def _resident() -> int | None:
+    from ..memory import resident_memory
+
+    return resident_memory()
+
+
+class Host:
+    def __init__(self, model, conn: Connection):
+        self.model, self.conn = model, conn
+        self.streams: dict[int, tuple] = {}  # id -> (Prepared, its generator)
+
+    def counters(self) -> dict:
+        return {"cache_used": self.model.cache_used, "prompt_tokens": self.model.prompt_tokens}
+
+    def run(self) -> None:
+        while True:
+            try:
+                if not self.streams:
+                    self.handle(self.conn.recv())
+                while self.conn.poll():
+                    self.handle(self.conn.recv())
+            except (EOFError, OSError):
+                return  # the server is gone, or closed us
+            for ident, (prepared, stream) in list(self.streams.items()):
+                self.step(ident, prepared, stream)
+
+    def step(self, ident: int, prepared, stream) -> None:
+        try:
+            piece = next(stream)
+        except StopIteration:
+            del self.streams[ident]
+            self.conn.send(("end", ident, prepared.generated, self.counters()))
+        except Exception as exc:
+            del self.streams[ident]
+            self.conn.send(("error", ident, f"{type(exc).__name__}: {exc}"))
+        else:
+            if piece:
+                self.conn.send(("piece", ident, piece, prepared.generated))
+
+    def handle(self, message: tuple) -> None:
+        kind, ident, *args = message
+        if kind == "close":
+            raise EOFError
+        if kind == "cancel":
+            entry = self.streams.pop(ident, None)
+            if entry is not None:
+                entry[1].close()
+            return
+        if kind == "stream":
+            from .base import Prepared
+
+            n_tokens, payload, stop, options = args
+            prepared = Prepared(n_tokens, payload, stop)
+            self.streams[ident] = (prepared, iter(self.model.stream(prepared, options)))
+            return
+        try:
+            prepared = self.model.prepare(*args) if kind == "prepare" else self.model.prepare_raw(*args)
+        except Exception as exc:
+            self.conn.send(("failed", ident, f"{exc}"))
+        else:
+            self.conn.send(("prepared", ident, prepared.n_tokens, prepared.payload, prepared.stop))
+
+
+def main(fd: int) -> None:
+    # No PR_SET_PDEATHSIG here: it follows the thread that started us (a request's), not the server. When the
+    # server goes, the socket pair closes and the next recv or send ends this process.
+    conn = Connection(fd)
+    try:
+        model, devices = _load(conn.recv())
+    except Exception as exc:
+        conn.send(("failed", 0, f"{exc}"))
+        return
+    conn.send(("ready", 0, {"n_ctx": model.n_ctx, "parallel": model.parallel, "devices": devices,
+                            "memory": _resident(), "capabilities": sorted(model.capabilities)}))
+    host = Host(model, conn)
+    try:
+        host.run()
+    finally:
+        for _, stream in host.streams.values():
+            stream.close()
+        model.close()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,260 @@
+"""The authenticated relay in front of llama.cpp's RPC server: a worker's network side, and the server's.
+
+ggml's RPC server has no authentication and must never face a network. A worker runs it on loopback and
+exposes it only through this relay: a connection is admitted after it proves the shared key (the server's
+EDGE_API_KEY) in an HMAC challenge, never sending the key itself, and the worker proves it back; then
+bytes are relayed both ways. The server's side is the same relay backwards: llama.cpp connects to a local
+port, the relay does the handshake with the worker and carries the bytes.
+
+The handshake (SHA-256 HMACs, 32-byte random nonces):
+    worker -> client   MAGIC + nonce_w
+    client -> worker   nonce_c + HMAC(key, "client" + nonce_w + nonce_c)
+    worker -> client   HMAC(key, "worker" + nonce_c + nonce_w)         (only if the client's proof holds)
+    client -> worker   RELAY (then ggml's own protocol) or STATUS (the worker answers one JSON line, closes)
+A client that fails, or says nothing for HANDSHAKE_SECONDS, is closed before a byte reaches ggml. The
+bytes after it are not encrypted: the key keeps strangers out, it does not hide the model's activations.
+Connections across the network have TCP keep-alives of a few seconds, so a worker that drops off the
+network ends its connection (and the model using it sees a lost worker) instead of hanging it.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import socket
+import threading
+
+log = logging.getLogger("edge_server.rpc_relay")
+
+MAGIC = b"EDGE-RPC/1\n"
+NONCE = 32
+HANDSHAKE_SECONDS = 5.0
+RELAY, STATUS = b"R", b"S"
+_CHUNK = 1 << 16
+KEEPALIVE = (3, 1, 3)  # seconds idle before probing, seconds between probes, probes unanswered: ~6 s to notice
+UNACKED_MS = 10_000  # data sent and not acknowledged for this long (the peer is gone mid-exchange) ends it too
+
+
+def keep_alive(sock: socket.socket) -> None:
+    """Probe an idle connection so a peer gone from the network (no reset ever comes) ends it in seconds."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for name, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT"),
+                           (*KEEPALIVE, UNACKED_MS)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+def _proof(key: str, role: bytes, first: bytes, second: bytes) -> bytes:
+    return hmac.new(key.encode("utf-8"), role + first + second, hashlib.sha256).digest()
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        part = sock.recv(n - len(data))
+        if not part:
+            raise ConnectionError("closed during the handshake")
+        data += part
+    return data
+
+
+def admit(sock: socket.socket, key: str) -> bool:
+    """The worker's side of the handshake on an accepted connection: True when the client proved the key."""
+    sock.settimeout(HANDSHAKE_SECONDS)
+    try:
+        ours = secrets.token_bytes(NONCE)
+        sock.sendall(MAGIC + ours)
+        theirs = _read_exactly(sock, NONCE)
+        if not hmac.compare_digest(_read_exactly(sock, 32), _proof(key, b"client", ours, theirs)):
+            return False
+        sock.sendall(_proof(key, b"worker", theirs, ours))
+        return True
+    except (OSError, ConnectionError):
+        return False
+    finally:
+        sock.settimeout(None)
+
+
+def prove(sock: socket.socket, key: str, mode: bytes = RELAY) -> None:
+    """The client's side of the handshake on a connection to a worker, then what it wants (`mode`); raises
+    PermissionError when the worker does not speak it or does not hold the key (ConnectionError when it
+    closes)."""
+    sock.settimeout(HANDSHAKE_SECONDS)
+    try:
+        if _read_exactly(sock, len(MAGIC)) != MAGIC:
+            raise PermissionError("not an edge-server worker")
+        theirs, ours = _read_exactly(sock, NONCE), secrets.token_bytes(NONCE)
+        sock.sendall(ours + _proof(key, b"client", theirs, ours))
+        try:
+            answer = _read_exactly(sock, 32)
+        except ConnectionError:
+            raise PermissionError("the worker closed the connection at our proof: it holds another key") from None
+        if not hmac.compare_digest(answer, _proof(key, b"worker", ours, theirs)):
+            raise PermissionError("the worker does not hold the key")
+        sock.sendall(mode)
+    finally:
+        sock.settimeout(None)
+
+
+def connect(worker: tuple[str, int], key: str, mode: bytes = RELAY, timeout: float = HANDSHAKE_SECONDS):
+    """A connection to `worker` that has passed the handshake (raises OSError, PermissionError)."""
+    sock = socket.create_connection(worker, timeout=timeout)
+    try:
+        keep_alive(sock)
+        prove(sock, key, mode)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def ask_status(worker: tuple[str, int], key: str, timeout: float = 2.0) -> dict:
+    """The worker's own account of itself (free memory, threads, version); raises OSError, PermissionError
+    or ValueError when it cannot be had."""
+    with connect(worker, key, STATUS, timeout) as sock:
+        sock.settimeout(timeout)
+        data = b""
+        while not data.endswith(b"\n") and len(data) < _CHUNK:
+            part = sock.recv(4096)
+            if not part:
+                break
+            data += part
+    return json.loads(data)
+
+
+def _pump(source: socket.socket, sink: socket.socket, carried=None) -> None:
+    """Carry one direction; its end is passed on (a half close), a failure ends both directions.
+    carried(n) is told the size of each piece carried."""
+    try:
+        while data := source.recv(_CHUNK):
+            sink.sendall(data)
+            if carried:
+                carried(len(data))
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def relay(a: socket.socket, b: socket.socket, a_to_b=None, b_to_a=None) -> None:
+    """Carry bytes both ways until either side closes, then close both (a_to_b, b_to_a: see _pump)."""
+    other = threading.Thread(target=_pump, args=(b, a, b_to_a), daemon=True)
+    other.start()
+    _pump(a, b, a_to_b)
+    other.join()
+    a.close()
+    b.close()
+
+
+class Relay:
+    """Listens on (host, port); each connection is handed to `handle(sock)` on its own thread."""
+
+    def __init__(self, host: str, port: int, handle):
+        self._listener = socket.create_server((host, port), reuse_port=False)
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._handle = handle
+        self._thread = threading.Thread(target=self._accept, name=f"relay-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._handle, args=(sock,), daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+class Traffic:
+    """What a worker's relay carried: connections open, bytes each way, and pieces received from clients
+    (about one per ggml command: a token's round trips)."""
+
+    def __init__(self):
+        self.clients = self.bytes_in = self.bytes_out = self.pieces_in = 0
+        self._lock = threading.Lock()
+
+    def _add(self, **changes) -> None:
+        with self._lock:
+            for name, change in changes.items():
+                setattr(self, name, getattr(self, name) + change)
+
+    def received(self, n: int) -> None:
+        self._add(bytes_in=n, pieces_in=1)
+
+    def sent(self, n: int) -> None:
+        self._add(bytes_out=n)
+
+    def counts(self) -> dict:
+        return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "pieces_in": self.pieces_in}
+
+
+def worker_side(host: str, port: int, target: tuple[str, int], key: str, status=dict,
+                traffic: Traffic | None = None) -> Relay:
+    """The worker's listener on the LAN: admitted connections are relayed to ggml's RPC server at `target`
+    (on loopback), or answered with `status()`; the rest are closed having reached nothing. `traffic`
+    counts what is relayed."""
+    traffic = traffic or Traffic()
+
+    def handle(sock: socket.socket) -> None:
+        keep_alive(sock)
+        if not admit(sock, key):
+            log.warning("refused a connection to the worker: no proof of the key")
+            sock.close()
+            return
+        sock.settimeout(HANDSHAKE_SECONDS)
+        try:
+            mode = _read_exactly(sock, 1)
+        except (OSError, ConnectionError):
+            mode = b""
+        sock.settimeout(None)
+        if mode != RELAY or traffic.clients:  # ggml serves one client at a time: a second would hang, not wait
+            if mode == RELAY:
+                log.warning("refused a second client: a model already uses this worker")
+            if mode == STATUS:
+                try:
+                    sock.sendall(json.dumps(status()).encode() + b"\n")
+                except OSError:
+                    pass
+            sock.close()
+            return
+        try:
+            upstream = socket.create_connection(target)
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            log.warning("the RPC server at %s:%d does not answer: %s", *target, exc)
+            sock.close()
+            return
+        traffic._add(clients=1)
+        try:
+            relay(sock, upstream, traffic.received, traffic.sent)
+        finally:
+            traffic._add(clients=-1)
+
+    return Relay(host, port, handle)
+
+
+def server_side(worker: tuple[str, int], key: str) -> Relay:
+    """A loopback port for llama.cpp's RPC client: each connection to it is carried to `worker` after the
+    handshake (a worker that fails it gets nothing and the local connection is closed)."""
+
+    def handle(sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            upstream = connect(worker, key)
+            upstream.settimeout(None)
+        except (OSError, ConnectionError, PermissionError) as exc:
+            log.warning("worker %s:%d refused or unreachable: %s", *worker, exc)
+            sock.close()
+            return
+        relay(sock, upstream)
+
+    return Relay("127.0.0.1", 0, handle)

@@ -1,0 +1,72 @@
+"""The workers a server may split models over (EDGE_WORKERS), and what each says of itself right now."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from . import rpc_relay
+from .rpc_worker import DEFAULT_PORT
+
+SURVEY_SECONDS = 2.0  # a survey this recent is reused (a launch asks twice: the memory check, the load)
+
+
+def parse_workers(text: str) -> list[tuple[str, int]]:
+    """"host:port,host,[v6]:port" -> [(host, port)]; the port defaults to the worker's (50052)."""
+    found = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, port = item, DEFAULT_PORT
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else DEFAULT_PORT
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+            port = int(port)
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"{item!r} is not a worker address (host:port)")
+        found.append((host, port))
+    return found
+
+
+def address(worker: tuple[str, int]) -> str:
+    host, port = worker
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class WorkerList:
+    def __init__(self, workers: list[tuple[str, int]], key: str):
+        self.workers, self._key = workers, key
+        self._last: tuple[float, list[dict]] | None = None
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self.workers)
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def _ask(self, worker: tuple[str, int]) -> dict:
+        entry = {"address": address(worker)}
+        try:
+            said = rpc_relay.ask_status(worker, self._key)
+        except PermissionError as exc:
+            return {**entry, "state": "refused", "error": str(exc)}
+        except (OSError, ValueError) as exc:
+            return {**entry, "state": "down", "error": str(exc) or type(exc).__name__}
+        return {**entry, "state": "busy" if said.get("busy") else "up", "free_bytes": said.get("free_bytes"),
+                "total_bytes": said.get("total_bytes"), "threads": said.get("threads"),
+                "version": said.get("version")}
+
+    def survey(self, fresh: bool = False) -> list[dict]:
+        """Each worker's {address, state (up, busy: a model uses it, down, refused: the key differs),
+        free_bytes, total_bytes, threads, version}, asked at once."""
+        with self._lock:
+            if not fresh and self._last and time.monotonic() - self._last[0] < SURVEY_SECONDS:
+                return self._last[1]
+            with ThreadPoolExecutor(max_workers=max(1, len(self.workers))) as pool:
+                found = list(pool.map(self._ask, self.workers))
+            self._last = (time.monotonic(), found)
+            return found

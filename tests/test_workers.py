@@ -1,0 +1,259 @@
+"""One model across several devices (llama.cpp's RPC backend): `edge-server worker` processes as real
+workers, the real Gemma 3 270M split over them, the key's handshake in front of each, and a worker killed
+mid-answer. The LAN case runs the worker in another network namespace, as root (CI is)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import requests
+
+from conftest import LiveServer, free_port
+from edge_server.backends import ggml_rpc, rpc_relay
+
+KEY = "family-secret"
+PROMPT = "Name the planets of the solar system, one per line."
+
+needs_rpc = pytest.mark.skipif(not ggml_rpc.available() and not os.environ.get("CI"),
+                               reason="llama-cpp-python built without GGML_RPC (tests/setup.sh rebuilds it)")
+
+
+class WorkerProcess:
+    """`edge-server worker` as a user starts it; `prefix` runs it elsewhere (ip netns exec NS)."""
+
+    def __init__(self, data_dir, port=None, host="127.0.0.1", key=KEY, prefix=(), threads=1):
+        self.port = port or free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "HF_"))}
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "edge_server", "worker", "--host", host,
+                                      "--port", str(self.port), "--n-threads", str(threads), "--data-dir", str(data_dir),
+                                      *(["--api-key", key] if key else [])], env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.banner = self.proc.stdout.readline()
+        assert "edge-server worker on" in self.banner, self.banner + self.proc.stdout.read()
+
+    def compute_rss(self) -> int:
+        """Resident memory of its ggml RPC server (the child that holds the layers it was given)."""
+        children = psutil.Process(self.proc.pid).children(recursive=True)
+        return sum(child.memory_info().rss for child in children)
+
+    def kill(self):
+        """kill -9, as a phone's battery or the low-memory killer does it."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def start_worker(tmp_path):
+    started = []
+
+    def start(**kwargs):
+        worker = WorkerProcess(tmp_path / f"worker-{len(started)}", **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.close()
+
+
+def answer(url, model="gemma", tokens=24):
+    r = requests.post(f"{url}/v1/completions", json={"model": model, "prompt": PROMPT, "max_tokens": tokens,
+                                                     "temperature": 0}, headers={"Authorization": f"Bearer {KEY}"},
+                      timeout=120)
+    return r.status_code, r.json()
+
+
+def test_a_worker_on_the_network_needs_a_key(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "edge_server", "worker", "--host", "0.0.0.0", "--data-dir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("EDGE_")})
+    assert out.returncode == 2
+    assert "needs the server's key" in out.stderr and "edge-server key" in out.stderr
+
+
+@needs_rpc
+def test_the_key_is_proven_before_ggml_is_reached(start_worker):
+    worker = start_worker()
+    said = rpc_relay.ask_status(("127.0.0.1", worker.port), KEY)
+    assert said["free_bytes"] > 0 and said["threads"] == 1 and said["busy"] is False
+    with pytest.raises(PermissionError):
+        rpc_relay.ask_status(("127.0.0.1", worker.port), "guessed")
+    # No handshake at all: ggml's own hello (command 14, RPC_CMD_HELLO) gets the connection closed, no answer.
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
+        challenge = rpc_relay._read_exactly(sock, len(rpc_relay.MAGIC) + rpc_relay.NONCE)
+        assert challenge.startswith(rpc_relay.MAGIC)
+        sock.sendall(bytes([14]) + bytes(8) + bytes(64))
+        rest = b""
+        try:
+            while part := sock.recv(4096):
+                rest += part
+        except ConnectionResetError:
+            pass  # closed with our bytes unread
+        assert rest == b""  # nothing after the challenge: ggml never answered
+
+
+@pytest.fixture
+def gemma_apps(make_app, gemma_gguf, tiny_gguf):
+    """make(workers=...) -> a live server with Gemma and the tiny model."""
+    servers = []
+
+    def make(**settings):
+        app = make_app({"gemma": {"path": str(gemma_gguf), "n_ctx": 1024},
+                        "tiny": {"path": str(tiny_gguf), "n_ctx": 256}}, api_key=KEY, **settings)
+        servers.append(LiveServer(app))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def launch(url, name="gemma"):
+    r = requests.post(f"{url}/model/launch", json={"model_name": name}, headers={"Authorization": f"Bearer {KEY}"},
+                      timeout=300)
+    assert r.status_code == 200, r.text
+
+
+def status(url, name="gemma"):
+    return requests.get(f"{url}/model/status", params={"model_name": name},
+                        headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+
+
+@needs_rpc
+def test_a_model_split_over_two_workers_says_what_it_says_alone(start_worker, gemma_apps):
+    local = gemma_apps()
+    launch(local.url)
+    code, alone = answer(local.url)
+    assert code == 200
+    requests.delete(f"{local.url}/model/kill", json={"model_name": "gemma"},
+                    headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+
+    workers = [start_worker(), start_worker()]
+    before = [w.compute_rss() for w in workers]
+    split = gemma_apps(workers=",".join(f"127.0.0.1:{w.port}" for w in workers))
+    launch(split.url)
+    code, together = answer(split.url)
+    assert code == 200
+    assert together["choices"][0]["text"] == alone["choices"][0]["text"]
+    # The layers are really there: each worker's ggml server grew by its share of the blocks (about 30 MB).
+    grown = [w.compute_rss() - b for w, b in zip(workers, before)]
+    assert all(g > 15e6 for g in grown), grown
+    body = status(split.url)
+    assert body["workers"] == [f"127.0.0.1:{w.port}" for w in workers] and body["lost"] is None
+    health = requests.get(f"{split.url}/health", timeout=30).json()
+    assert [(w["state"], w["models"]) for w in health["workers"]] == [("busy", ["gemma"])] * 2
+    assert all(w["free_bytes"] > 0 for w in health["workers"])
+
+
+@needs_rpc
+def test_a_worker_killed_mid_answer_takes_only_its_model_down(start_worker, gemma_apps):
+    workers = [start_worker(), start_worker()]
+    server = gemma_apps(workers=",".join(f"127.0.0.1:{w.port}" for w in workers))
+    launch(server.url)
+    launch(server.url, "tiny")  # after Gemma, which keeps both workers busy: it loads here alone
+    assert "workers" not in status(server.url, "tiny")
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with requests.post(f"{server.url}/v1/chat/completions", headers=auth, stream=True, timeout=120, json={
+            "model": "gemma", "messages": [{"role": "user", "content": "Write a long story about the sea."}],
+            "max_tokens": 400, "temperature": 0, "stream": True}) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        pieces = [next(lines) for _ in range(10)]
+        assert all(p.startswith(b"data: {") for p in pieces if p)
+        workers[1].kill()
+        rest = list(lines)
+    events = [line for line in rest if line.startswith(b"data: ")]
+    assert any(b"worker_lost" in line for line in events), events[-3:]  # the stream ends with the error
+
+    code, body = answer(server.url)
+    assert code == 503 and body["error"]["code"] == "worker_lost", body
+    r = requests.post(f"{server.url}/generate/fromtext", json={"model_name": "gemma", "prompt": "hi"}, headers=auth,
+                      timeout=30)
+    assert r.status_code == 503 and r.json()["code"] == "worker_lost"
+    assert requests.get(f"{server.url}/health", timeout=30).json()["status"] == "ok"
+    assert status(server.url)["lost"]
+    code, body = answer(server.url, "tiny", tokens=8)  # the other model, and the server, are fine
+    assert code == 200 and body["usage"]["completion_tokens"] > 0
+
+    # The same worker back on its port: a relaunch splits the model again and it answers.
+    workers[1] = start_worker(port=workers[1].port)
+    launch(server.url)
+    code, body = answer(server.url)
+    assert code == 200 and body["choices"][0]["text"]
+    assert status(server.url)["lost"] is None
+
+
+WORKER_IP, SERVER_IP = "10.231.8.1", "10.231.8.2"
+
+
+@pytest.fixture
+def worker_host():
+    """A second host on a veth link: the network namespace a worker runs in, at WORKER_IP."""
+    import shutil
+
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        pytest.skip("needs root and iproute2's `ip netns` (run the suite as root, as CI does)")
+    tag = f"{os.getpid() % 100000}"
+    ns, here, there = f"edge-wrk-{tag}", f"ew{tag}", f"ex{tag}"
+    ip = lambda *args, check=True: subprocess.run(["ip", *args], capture_output=True, check=check)  # noqa: E731
+    if ip("netns", "add", ns, check=False).returncode != 0:
+        pytest.skip("`ip netns add` is not permitted here (no CAP_SYS_ADMIN)")
+    try:
+        ip("link", "add", here, "type", "veth", "peer", "name", there)
+        ip("link", "set", there, "netns", ns)
+        ip("addr", "add", f"{SERVER_IP}/24", "dev", here)
+        ip("link", "set", here, "up")
+        ip("-n", ns, "addr", "add", f"{WORKER_IP}/24", "dev", there)
+        ip("-n", ns, "link", "set", there, "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        yield ns, lambda: ip("-n", ns, "link", "set", there, "down")  # the worker drops off the network
+    finally:
+        ip("netns", "del", ns, check=False)  # takes the veth pair with it
+
+
+@needs_rpc
+def test_a_worker_on_another_host_and_then_off_the_network(worker_host, start_worker, gemma_apps):
+    ns, unplug = worker_host
+    local = gemma_apps()
+    launch(local.url)
+    alone = answer(local.url)[1]["choices"][0]["text"]
+    requests.delete(f"{local.url}/model/kill", json={"model_name": "gemma"},
+                    headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+
+    worker = start_worker(host="0.0.0.0", port=50052, prefix=("ip", "netns", "exec", ns))
+    assert WORKER_IP in worker.banner
+    server = gemma_apps(workers=WORKER_IP)  # the default port
+    launch(server.url)
+    code, body = answer(server.url)
+    assert code == 200 and body["choices"][0]["text"] == alone
+    assert status(server.url)["workers"] == [f"{WORKER_IP}:50052"]
+
+    # Off the network mid-answer (no reset ever comes): the keep-alives end it within seconds, not minutes.
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with requests.post(f"{server.url}/generate/fromtext", headers=auth, stream=True, timeout=120, json={
+            "model_name": "gemma", "prompt": "Write a long story about the sea.", "max_new_tokens": 600,
+            "temperature": 0}) as r:
+        pieces = r.iter_content(chunk_size=None)
+        assert next(pieces)
+        unplug()
+        began = time.monotonic()
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):  # the seed endpoint cuts the body
+            for _ in pieces:
+                pass
+    assert time.monotonic() - began < 40
+    r = requests.post(f"{server.url}/generate/fromtext", json={"model_name": "gemma", "prompt": "hi"}, headers=auth,
+                      timeout=30)
+    assert r.status_code == 503 and r.json()["code"] == "worker_lost"
+    health = requests.get(f"{server.url}/health", timeout=30).json()
+    assert health["workers"][0]["state"] == "down"
