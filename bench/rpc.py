@@ -5,8 +5,8 @@
 Starts `edge-server worker` processes on loopback and two servers (`python -m edge_server`): one alone,
 one with --workers. Rounds alternate between them (never both at once), each a greedy /v1/completions
 answer of --tokens tokens. Prints tokens/s of each and their median ratio, whether the greedy texts are
-equal, and what the workers' relays carried per generated token: round trips (pieces received from the
-server, about one per ggml command) and bytes each way. A round trip costs a network's latency: multiply
+equal, and what the workers' relays carried per generated token: round trips (a reply after a request)
+and bytes each way. A round trip costs a network's latency: multiply
 by your Wi-Fi's ping for the time a token spends on the air.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge_server.backends import rpc_relay  # noqa: E402
 
 KEY = "bench-key"
+WORKER_ENV = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_WORKER_ENV", "").split() if "=" in kv)
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 
 
@@ -35,7 +36,7 @@ def start_worker(data_dir: Path, threads: int) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "edge_server", "worker", "--host", "127.0.0.1", "--port", str(port),
                              "--api-key", KEY, "--n-threads", str(threads), "--data-dir", str(data_dir)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, **WORKER_ENV})
     if "edge-server worker on" not in proc.stdout.readline():
         raise RuntimeError("the worker did not start")
     return proc, port
@@ -77,7 +78,8 @@ def main() -> None:
                 data.mkdir()
                 (data / "models.json").write_text(json.dumps({"m": {"path": str(model), "n_ctx": args.n_ctx}}))
                 threads = ["--n-threads", str(args.threads)] if args.threads else []
-                proc, url = start_server(data, "--api-key", KEY, *threads, *extra, env={**os.environ})
+                proc, url = start_server(data, "--api-key", KEY, *threads, *extra,
+                                         env={**os.environ, **(WORKER_ENV if extra else {})})
                 procs.append(proc)
                 r = requests.post(f"{url}/model/launch", json={"model_name": "m"}, timeout=600,
                                   headers={"Authorization": f"Bearer {KEY}"})
@@ -109,7 +111,7 @@ def main() -> None:
     print(f"split / alone: {split / alone:.3f}   same greedy text: {texts['alone'] == texts['split']}")
     for port, b, a in zip(ports, before, after):
         per = lambda key: (a[key] - b[key]) / max(1, split_tokens)  # noqa: E731
-        print(f"worker :{port}: per token {per('pieces_in'):.1f} round trips, {per('bytes_in') / 1024:.1f} KiB in, "
+        print(f"worker :{port}: per token {per('round_trips'):.1f} round trips, {per('bytes_in') / 1024:.1f} KiB in, "
               f"{per('bytes_out') / 1024:.1f} KiB out (prompts included)")
 
 

@@ -239,23 +239,24 @@ def _print_catalog(edge, url: str | None) -> None:
     settings = edge.settings
     # The key of this data dir: a server serving the LAN asks for it even from loopback.
     key = edge.api_key or (settings.key_file.read_text().strip() if settings.key_file.exists() else None)
-    if url:
-        running = _running_models(url, key)
-    else:
-        running = (_running_models(_serving_url(settings), key)
-                   or _running_models(local_url(settings.host, settings.port), key))
+    urls = [url] if url else [_serving_url(settings), local_url(settings.host, settings.port)]
+    running, workers = next((found for u in urls if (found := _running_models(u, key))), ({}, []))
     rows = [("NAME", "KIND", "INSTALLED", "RUNNING", "SIZE", "MODE", "DESCRIPTION")]
     for spec in edge.catalog:
         installed = edge.store.files(spec) is not None
         # What is on disk when it is there (a local file has no catalog size), else what a download would take.
         size = edge.store.installed_bytes(spec) if installed else spec.size
         description = spec.description or (f"your file {spec.path}" if spec.is_local else "")
-        rows.append((spec.name, spec.kind, "yes" if installed else "no", "yes" if spec.name in running else "no",
+        rows.append((spec.name, spec.kind, "yes" if installed else "no", running.get(spec.name, "no"),
                      _human(size), "heavy" if spec.heavy else "lite", description))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]  # every column fits its widest
     for row in rows:
         cells = [cell.rjust(w) if i == 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
         print("  ".join(cells + [row[-1]]).rstrip())
+    for worker in workers:  # EDGE_WORKERS: each as the server sees it now
+        free = f", {_human(worker['free_bytes'])} free" if worker.get("free_bytes") else ""
+        print(f"worker {worker['address']}: {worker['state']}{free}"
+              f"{'; runs part of ' + ', '.join(worker['models']) if worker.get('models') else ''}")
 
 
 def _serving_url(settings) -> str | None:
@@ -268,19 +269,24 @@ def _serving_url(settings) -> str | None:
         return None
 
 
-def _running_models(url: str | None, api_key: str | None) -> set[str]:
-    """Ask the server at `url` which models it runs; none if no server answers (or refuses)."""
+def _running_models(url: str | None, api_key: str | None) -> tuple[dict[str, str], list[dict]] | None:
+    """Ask the server at `url` which models it runs ({name: "yes", or where a split one runs}) and how its
+    workers are; None if no server answers (or it refuses)."""
     import requests
 
     if not url:
-        return set()
+        return None
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        r = requests.get(f"{url.rstrip('/')}/model/getactive", headers=headers, timeout=1)
-        names = r.json() if r.ok else []
-    except (requests.RequestException, ValueError):
-        return set()
-    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+        r = requests.get(f"{url.rstrip('/')}/model/list", headers=headers, timeout=3)
+        models = r.json()["models"] if r.ok else []
+        running = {m["model_name"]: "lost: a worker went" if m.get("lost") else
+                   "yes, + " + ", ".join(m["workers"]) if m.get("workers") else "yes"
+                   for m in models if m.get("state") == "running"}
+        workers = requests.get(f"{url.rstrip('/')}/health", timeout=5).json().get("workers", []) if r.ok else []
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        return None
+    return (running, workers) if r.ok else None
 
 
 def _setup_logging(level: str, log_file: str | None) -> None:

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from conftest import LiveServer, free_port
+from test_web_app import Phone
 from edge_server.backends import ggml_rpc, rpc_relay
 
 KEY = "family-secret"
@@ -131,7 +132,7 @@ def status(url, name="gemma"):
 
 
 @needs_rpc
-def test_a_model_split_over_two_workers_says_what_it_says_alone(start_worker, gemma_apps):
+def test_a_model_split_over_two_workers_says_what_it_says_alone(start_worker, gemma_apps, chromium):
     local = gemma_apps()
     launch(local.url)
     code, alone = answer(local.url)
@@ -154,6 +155,16 @@ def test_a_model_split_over_two_workers_says_what_it_says_alone(start_worker, ge
     health = requests.get(f"{split.url}/health", timeout=30).json()
     assert [(w["state"], w["models"]) for w in health["workers"]] == [("busy", ["gemma"])] * 2
     assert all(w["free_bytes"] > 0 for w in health["workers"])
+
+    # Where it runs, as `edge-server list` and the page's model card say it.
+    addresses = ", ".join(f"127.0.0.1:{w.port}" for w in workers)
+    listed = subprocess.run([sys.executable, "-m", "edge_server", "list", "--url", split.url, "--api-key", KEY,
+                             "--data-dir", str(split.app.extensions["edge_server"].settings.data_dir)],
+                            capture_output=True, text=True, timeout=60).stdout
+    assert f"yes, + {addresses}" in listed and f"worker 127.0.0.1:{workers[0].port}: busy" in listed, listed
+    phone = Phone(chromium, split.url, key=KEY)
+    phone.tab("models")
+    assert f"on this device + {addresses}" in phone.page.locator(".model[data-name=gemma] .state").inner_text()
 
 
 @needs_rpc

@@ -81,4 +81,7 @@ class SplitBackend(LlamaCppBackend):
                  # llama.cpp offloads the last n_gpu_layers, the output layer counted (it is kept here anyway)
                  "workers": plan.workers, "key": self.workers.key, "n_gpu_layers": plan.layers + 1 - plan.local_layers,
                  "split": [float(share) for share in plan.shares]}
-        return model_host.start(order, plan.addresses)
+        try:
+            return model_host.start(order, plan.addresses, on_close=self.workers.forget)
+        finally:
+            self.workers.forget()

@@ -29,8 +29,9 @@ class HostedModel:
 
     elsewhere = True  # it computes in another process: the server gives it a thread of its own to wait on
 
-    def __init__(self, child: subprocess.Popen, conn: Connection, info: dict, workers: list[str]):
-        self._child, self._conn = child, conn
+    def __init__(self, child: subprocess.Popen, conn: Connection, info: dict, workers: list[str],
+                 on_close=lambda: None):
+        self._child, self._conn, self._on_close = child, conn, on_close
         self.n_ctx, self.parallel = info["n_ctx"], info["parallel"]
         self.capabilities = frozenset(info.get("capabilities", (TEXT,)))
         self.memory_bytes = info.get("memory")
@@ -145,9 +146,10 @@ class HostedModel:
             self._child.wait()
         self._conn.close()
         self._reader.join(timeout=5)
+        self._on_close()
 
 
-def start(order: dict, workers: list[str], timeout: float = 600) -> HostedModel:
+def start(order: dict, workers: list[str], timeout: float = 600, on_close=lambda: None) -> HostedModel:
     """Start a child, have it load the model as `order` says (model_host_child._load), and wait for it."""
     ours, theirs = socket.socketpair()
     child = subprocess.Popen([sys.executable, "-m", "edge_server.backends.model_host_child", str(theirs.fileno())],
@@ -169,4 +171,4 @@ def start(order: dict, workers: list[str], timeout: float = 600) -> HostedModel:
             child.kill()
         child.wait()
         raise RuntimeError(info)
-    return HostedModel(child, conn, info, workers)
+    return HostedModel(child, conn, info, workers, on_close)

@@ -175,11 +175,12 @@ class Relay:
 
 
 class Traffic:
-    """What a worker's relay carried: connections open, bytes each way, and pieces received from clients
-    (about one per ggml command: a token's round trips)."""
+    """What a worker's relay carried: connections open, bytes each way, and round trips (an answer after a
+    request: a ggml command that waits for its reply)."""
 
     def __init__(self):
-        self.clients = self.bytes_in = self.bytes_out = self.pieces_in = 0
+        self.clients = self.bytes_in = self.bytes_out = self.round_trips = 0
+        self._asked = False  # bytes came in since the last that went out
         self._lock = threading.Lock()
 
     def _add(self, **changes) -> None:
@@ -188,13 +189,15 @@ class Traffic:
                 setattr(self, name, getattr(self, name) + change)
 
     def received(self, n: int) -> None:
-        self._add(bytes_in=n, pieces_in=1)
+        self._asked = True
+        self._add(bytes_in=n)
 
     def sent(self, n: int) -> None:
-        self._add(bytes_out=n)
+        self._add(bytes_out=n, round_trips=int(self._asked))
+        self._asked = False
 
     def counts(self) -> dict:
-        return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "pieces_in": self.pieces_in}
+        return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "round_trips": self.round_trips}
 
 
 def worker_side(host: str, port: int, target: tuple[str, int], key: str, status=dict,

@@ -60,6 +60,11 @@ class WorkerList:
                 "total_bytes": said.get("total_bytes"), "threads": said.get("threads"),
                 "version": said.get("version")}
 
+    def forget(self) -> None:
+        """The next survey asks again (a model has just taken or left the workers)."""
+        with self._lock:
+            self._last = None
+
     def survey(self, fresh: bool = False) -> list[dict]:
         """Each worker's {address, state (up, busy: a model uses it, down, refused: the key differs),
         free_bytes, total_bytes, threads, version}, asked at once."""
