@@ -4,9 +4,9 @@
 # is not used), shellcheck (the shell scripts) and systemd-analyze (the boot unit). Safe to run again.
 set -e
 cd "$(dirname "$0")/.."
-pip install -e ".[test]"
-# Workers (llama.cpp's RPC backend) need llama-cpp-python built with GGML_RPC: one installed without it is
-# rebuilt once (about 7 minutes on 2 cores).
+# Workers (llama.cpp's RPC backend) need llama-cpp-python built with GGML_RPC: a first build has it, and one
+# installed without it (before, or from pip's cache) is rebuilt once (about 7 minutes on 2 cores).
+CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_RPC=on" pip install -e ".[test]"
 python -m edge_server.backends.ggml_rpc ensure
 # torch first and pinned: 2.13.0 is a CPU build (an unpinned torch pulls a CUDA build of several GB).
 # A torch already installed (another build for this machine's platform) is kept.

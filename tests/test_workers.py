@@ -166,6 +166,18 @@ def test_a_model_split_over_two_workers_says_what_it_says_alone(start_worker, ge
     phone.tab("models")
     assert f"on this device + {addresses}" in phone.page.locator(".model[data-name=gemma] .state").inner_text()
 
+    # Killing the model ends the process that held it, and the workers give back what they held.
+    hosts = lambda: [p for p in psutil.Process().children(recursive=True)  # noqa: E731
+                     if "model_host_child" in " ".join(p.cmdline())]
+    assert len(hosts()) == 1
+    r = requests.delete(f"{split.url}/model/kill", json={"model_name": "gemma"},
+                        headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    assert r.status_code == 200 and hosts() == []
+    deadline = time.monotonic() + 20
+    while any(w.compute_rss() - b > 10e6 for w, b in zip(workers, before)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [w.compute_rss() - b < 10e6 for w, b in zip(workers, before)] == [True, True]
+
 
 @needs_rpc
 def test_a_worker_killed_mid_answer_takes_only_its_model_down(start_worker, gemma_apps):
