@@ -22,7 +22,7 @@ def as_edge_error(exc: BaseException) -> EdgeError:
     if isinstance(exc, EdgeError):
         return exc
     if isinstance(exc, ModelLost):
-        return WorkerLost(f"{exc}; launch the model again (POST /model/launch) once its workers are back.")
+        return WorkerLost(str(exc))
     if isinstance(exc, ValueError) and ("context" in str(exc).lower() or "exceed" in str(exc).lower()):
         return ContextLengthExceeded(f"The prompt does not fit in the model's context: {exc}")
     log.error("generation failed", exc_info=exc)

@@ -283,7 +283,8 @@ def _running_models(url: str | None, api_key: str | None) -> tuple[dict[str, str
         running = {m["model_name"]: "lost: a worker went" if m.get("lost") else
                    "yes, + " + ", ".join(m["workers"]) if m.get("workers") else "yes"
                    for m in models if m.get("state") == "running"}
-        workers = requests.get(f"{url.rstrip('/')}/health", timeout=5).json().get("workers", []) if r.ok else []
+        workers = (requests.get(f"{url.rstrip('/')}/health", headers=headers, timeout=5).json().get("workers", [])
+                   if r.ok else [])
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return None
     return (running, workers) if r.ok else None

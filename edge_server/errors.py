@@ -74,6 +74,9 @@ class WorkerLost(EdgeError):
     """A model split across workers lost one (or its process): 503 until it is launched again."""
     status, code = 503, "worker_lost"
 
+    def __init__(self, reason: str):
+        super().__init__(f"{reason}; launch the model again (POST /model/launch) once its workers are back.")
+
 
 class ContextLengthExceeded(EdgeError):
     status, code = 400, "context_length_exceeded"

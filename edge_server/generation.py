@@ -9,9 +9,8 @@ from typing import Callable
 
 from .answer import Answer, as_edge_error
 from .backends import IMAGE_OUT, SPEECH_OUT, TEXT, VISION, GenerationOptions, Prepared
-from .backends.base import ModelLost
 from .chats import ChatStore, Reservation
-from .errors import Busy, ClientGone, ContextLengthExceeded, EdgeError, ModelNotRunning
+from .errors import Busy, ClientGone, ContextLengthExceeded, EdgeError, ModelNotRunning, WorkerLost
 from .metrics import Metrics
 from .runtime import ModelManager, RunningModel
 from .settings import Settings
@@ -162,7 +161,7 @@ class Generator:
         """Return the running model, or raise the error a request for it should get."""
         running = self.manager.get(model_name)
         if getattr(running.model, "lost", None):
-            raise as_edge_error(ModelLost(running.model.lost))
+            raise WorkerLost(running.model.lost)
         for capability in (need, VISION) if vision else (need,):
             if capability not in running.model.capabilities:
                 cannot, code = CANNOT[capability]

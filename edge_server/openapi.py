@@ -208,7 +208,8 @@ def _paths() -> dict:
                 ["status", "version", "uptime_seconds", "models_running", "rss_bytes"], status={"const": "ok"},
                 version={"type": "string"}, uptime_seconds={"type": "integer"}, models_running=STRINGS,
                 rss_bytes={"type": ["integer", "null"], "description": "The server's resident memory"},
-                workers={"type": "array", "description": "Only with EDGE_WORKERS: each worker as it says now",
+                workers={"type": "array", "description": "Only with EDGE_WORKERS, and with the key when the server "
+                                                        "has one: each worker as it says now",
                          "items": _object(["address", "state", "models"], address={"type": "string"},
                                           state={"enum": ["up", "busy", "down", "refused"], "description":
                                                  "busy: a model uses it; refused: it does not hold this key"},

@@ -97,6 +97,20 @@ def _hostname(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
+def key_given(api_key: str) -> bool:
+    """Whether the request carries `api_key`: Bearer, X-API-Key, or Basic with the key as its password (a key
+    in a URL: http://edge:<key>@host)."""
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    given = token.strip() if scheme.lower() == "bearer" else request.headers.get("X-API-Key", "")
+    if scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, ValueError):
+            given = ""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), api_key.encode())
+
+
 class Guard:
     """The checks every request passes before its view runs."""
 
@@ -123,16 +137,7 @@ class Guard:
         return "*" in self.cors_origins or origin.rstrip("/").lower() in self.cors_origins
 
     def key_given(self) -> bool:
-        """Bearer, X-API-Key, or Basic with the key as its password (a key in a URL: http://edge:<key>@host)."""
-        auth = request.headers.get("Authorization", "")
-        scheme, _, token = auth.partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else request.headers.get("X-API-Key", "")
-        if scheme.lower() == "basic":
-            try:
-                given = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")[2]
-            except (binascii.Error, ValueError):
-                given = ""
-        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.api_key.encode())
+        return key_given(self.api_key)
 
     def check(self) -> None:
         """Raise the error the current request should get, if any."""

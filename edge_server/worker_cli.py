@@ -28,10 +28,10 @@ def run_worker(settings, host: str | None, port: int | None, out=sys.stdout) -> 
     except (OSError, RuntimeError) as exc:
         print(f"edge-server worker: {exc}", file=sys.stderr)
         return 1
-    status = worker.status()
-    free = status["free_bytes"]
+    free = worker.status()["free_bytes"]
     names = ",".join(address((a, worker.port)) for a in lan_addresses(host))
-    print(f"edge-server worker on {names} ({threads} threads, {free / 1e9:.1f} GB free memory"
+    print(f"edge-server worker on {names} ({threads} threads, "
+          f"{f'{free / 1e9:.1f} GB' if free else 'unknown'} free memory"
           f"{', key required' if key else ''}).\n"
           f"On the server, with the same key:  edge-server --workers {names}   (or EDGE_WORKERS={names})",
           file=out, flush=True)

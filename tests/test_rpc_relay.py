@@ -36,6 +36,11 @@ def worker():
     echo.listener.close()
 
 
+def challenge(sock) -> bytes:
+    """The worker's opening: MAGIC and its nonce."""
+    return rpc_relay._read_exactly(sock, len(rpc_relay.MAGIC) + rpc_relay.NONCE, time.monotonic() + 10)
+
+
 def roundtrip(port: int, payload: bytes) -> bytes:
     """What comes back for `payload` sent through a local end (b"" when it was closed on us)."""
     received = b""
@@ -84,7 +89,7 @@ def test_a_client_without_the_handshake_is_closed_and_reaches_nothing(worker):
     echo, relay = worker
     with socket.create_connection(("127.0.0.1", relay.port)) as sock:
         sock.settimeout(10)
-        assert rpc_relay._read_exactly(sock, len(rpc_relay.MAGIC) + rpc_relay.NONCE).startswith(rpc_relay.MAGIC)
+        assert challenge(sock).startswith(rpc_relay.MAGIC)
         sock.sendall(b"\x00" * 200)  # what ggml's RPC client would send: no proof
         assert closed_without_a_byte(sock)
     assert echo.connections == 0
@@ -96,7 +101,7 @@ def test_a_silent_client_is_closed_after_the_handshake_time(worker, monkeypatch)
     with socket.create_connection(("127.0.0.1", relay.port)) as sock:
         began = time.perf_counter()
         sock.settimeout(10)
-        rpc_relay._read_exactly(sock, len(rpc_relay.MAGIC) + rpc_relay.NONCE)
+        challenge(sock)
         assert closed_without_a_byte(sock)
         assert time.perf_counter() - began < 5
     assert echo.connections == 0
@@ -132,4 +137,48 @@ def test_a_fake_worker_without_the_key_gets_nothing_from_the_server(monkeypatch)
     finally:
         impostor.close()
         fake.close()
+        echo.listener.close()
+
+
+def test_a_trickling_client_gets_no_more_than_the_handshake_time(worker, monkeypatch):
+    """A byte every 0.3 s would keep each read alive: the handshake has one deadline for all of it."""
+    monkeypatch.setattr(rpc_relay, "HANDSHAKE_SECONDS", 1.0)
+    echo, relay = worker
+    with socket.create_connection(("127.0.0.1", relay.port)) as sock:
+        began = time.perf_counter()
+        challenge(sock)
+        try:
+            for _ in range(20):
+                sock.sendall(b"\x00")
+                time.sleep(0.3)
+        except OSError:
+            pass  # closed on us, as it should be
+        assert closed_without_a_byte(sock)
+        assert time.perf_counter() - began < 3
+    assert echo.connections == 0
+
+
+def test_handshakes_at_once_are_bounded_and_the_worker_stays_open(monkeypatch):
+    monkeypatch.setattr(rpc_relay, "MAX_HANDSHAKES", 2)
+    echo = Echo()
+    relay = rpc_relay.worker_side("127.0.0.1", 0, echo.address, KEY, status=lambda: {"ok": True})
+    try:
+        silent = [socket.create_connection(("127.0.0.1", relay.port)) for _ in range(2)]
+        for sock in silent:
+            challenge(sock)  # both in their handshake, saying nothing more
+        with socket.create_connection(("127.0.0.1", relay.port)) as extra:
+            extra.settimeout(10)
+            assert closed_without_a_byte(extra)  # the third is closed at once, not queued
+        for sock in silent:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while True:  # their places free up: a client with the key is served again
+            try:
+                assert rpc_relay.ask_status(("127.0.0.1", relay.port), KEY) == {"ok": True}
+                break
+            except (OSError, ConnectionError):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        relay.close()
         echo.listener.close()

@@ -92,7 +92,7 @@ def test_the_key_is_proven_before_ggml_is_reached(start_worker):
         rpc_relay.ask_status(("127.0.0.1", worker.port), "guessed")
     # No handshake at all: ggml's own hello (command 14, RPC_CMD_HELLO) gets the connection closed, no answer.
     with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
-        challenge = rpc_relay._read_exactly(sock, len(rpc_relay.MAGIC) + rpc_relay.NONCE)
+        challenge = rpc_relay._read_exactly(sock, len(rpc_relay.MAGIC) + rpc_relay.NONCE, time.monotonic() + 10)
         assert challenge.startswith(rpc_relay.MAGIC)
         sock.sendall(bytes([14]) + bytes(8) + bytes(64))
         rest = b""
@@ -152,7 +152,8 @@ def test_a_model_split_over_two_workers_says_what_it_says_alone(start_worker, ge
     assert all(g > 15e6 for g in grown), grown
     body = status(split.url)
     assert body["workers"] == [f"127.0.0.1:{w.port}" for w in workers] and body["lost"] is None
-    health = requests.get(f"{split.url}/health", timeout=30).json()
+    assert "workers" not in requests.get(f"{split.url}/health", timeout=30).json()  # public: not to strangers
+    health = requests.get(f"{split.url}/health", headers={"Authorization": f"Bearer {KEY}"}, timeout=30).json()
     assert [(w["state"], w["models"]) for w in health["workers"]] == [("busy", ["gemma"])] * 2
     assert all(w["free_bytes"] > 0 for w in health["workers"])
 
@@ -217,6 +218,37 @@ def test_a_worker_killed_mid_answer_takes_only_its_model_down(start_worker, gemm
     assert status(server.url)["lost"] is None
 
 
+@needs_rpc
+def test_a_frozen_worker_is_given_up_on(start_worker, gemma_apps, monkeypatch):
+    """Android freezes a backgrounded app, and its kernel goes on acknowledging: no keep-alive fails, the
+    model's process just waits. The server gives up on a silent model after STALL_SECONDS."""
+    from edge_server.backends import model_host
+
+    monkeypatch.setattr(model_host, "STALL_SECONDS", 3.0)
+    workers = [start_worker(), start_worker()]
+    server = gemma_apps(workers=",".join(f"127.0.0.1:{w.port}" for w in workers))
+    launch(server.url)
+    frozen = [psutil.Process(workers[0].proc.pid), *psutil.Process(workers[0].proc.pid).children(recursive=True)]
+    auth = {"Authorization": f"Bearer {KEY}"}
+    try:
+        with requests.post(f"{server.url}/v1/chat/completions", headers=auth, stream=True, timeout=120, json={
+                "model": "gemma", "messages": [{"role": "user", "content": "Write a long story about the sea."}],
+                "max_tokens": 400, "temperature": 0, "stream": True}) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith(b"data: {")
+            for process in frozen:
+                process.suspend()  # SIGSTOP
+            began = time.monotonic()
+            rest = list(lines)
+        assert any(b"worker_lost" in line and b"frozen" in line for line in rest), rest[-3:]
+        assert 2 < time.monotonic() - began < 30
+        code, body = answer(server.url)
+        assert code == 503 and body["error"]["code"] == "worker_lost"
+    finally:
+        for process in frozen:
+            process.resume()
+
+
 WORKER_IP, SERVER_IP = "10.231.8.1", "10.231.8.2"
 
 
@@ -278,5 +310,5 @@ def test_a_worker_on_another_host_and_then_off_the_network(worker_host, start_wo
     r = requests.post(f"{server.url}/generate/fromtext", json={"model_name": "gemma", "prompt": "hi"}, headers=auth,
                       timeout=30)
     assert r.status_code == 503 and r.json()["code"] == "worker_lost"
-    health = requests.get(f"{server.url}/health", timeout=30).json()
+    health = requests.get(f"{server.url}/health", headers=auth, timeout=30).json()
     assert health["workers"][0]["state"] == "down"

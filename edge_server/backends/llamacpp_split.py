@@ -18,7 +18,7 @@ from . import model_host
 from .base import TEXT
 from .gguf_header import LIBRARIES
 from .llamacpp import LlamaCppBackend
-from .worker_list import WorkerList
+from .worker_list import WorkerList, address
 
 log = logging.getLogger("edge_server.split")
 
@@ -26,7 +26,6 @@ log = logging.getLogger("edge_server.split")
 @dataclass(frozen=True)
 class Plan:
     workers: list[tuple[str, int]]  # those used, in the order of their devices
-    addresses: list[str]
     shares: list[int]  # free bytes of each, which tensor_split is made of
     local_layers: int  # blocks this device keeps
     layers: int
@@ -35,28 +34,33 @@ class Plan:
     def local_share(self) -> float:
         return self.local_layers / self.layers
 
+    @property
+    def addresses(self) -> list[str]:
+        return [address(worker) for worker in self.workers]
+
 
 class SplitBackend(LlamaCppBackend):
     def __init__(self, workers: WorkerList, meminfo: str = "/proc/meminfo"):
         self.workers, self.meminfo = workers, meminfo
+        self._checked: dict[str, Plan | None] = {}  # the plan each model's memory check counted
 
-    def plan(self, model_path: Path, fresh: bool = False) -> Plan | None:
+    def plan(self, model_path: Path) -> Plan | None:
         """How the model would be split now, or None to load it here alone."""
         layers = super().memory_needs(model_path).layers
         here = available_memory(self.meminfo) or 0
-        usable = [(worker, said) for worker, said in zip(self.workers.workers, self.workers.survey(fresh))
-                  if said["state"] == "up" and said.get("free_bytes")]
+        usable = [(worker, said) for worker, said in zip(self.workers.workers, self.workers.survey())
+                  if said["state"] == "up" and isinstance(said.get("free_bytes"), int) and said["free_bytes"] > 0]
         if not usable or layers < 2:
             return None
         shares = [said["free_bytes"] for _, said in usable]
         local = max(1, round(layers * here / (here + sum(shares))))
         if local >= layers:
             return None
-        return Plan([w for w, _ in usable], [said["address"] for _, said in usable], shares, local, layers)
+        return Plan([w for w, _ in usable], shares, local, layers)
 
     def memory_needs(self, model_path: Path, mmproj_path: Path | None = None):
         needs = super().memory_needs(model_path, mmproj_path)
-        plan = None if mmproj_path else self.plan(model_path)
+        plan = self._checked[str(model_path)] = None if mmproj_path else self.plan(model_path)
         if plan is None:
             return needs
         share = plan.local_share  # this device's part of the weights and cache; its child maps the libraries
@@ -68,11 +72,19 @@ class SplitBackend(LlamaCppBackend):
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
              chat_handler: str | None = None, n_threads: int | None = None, kind: str = TEXT,
              device: str | None = None, parallel: int = 1):
-        plan = None if mmproj_path else self.plan(model_path, fresh=True)  # a worker taken since is busy now
+        plan = None if mmproj_path else self.plan(model_path)
+        checked = self._checked.pop(str(model_path), None)
+        if checked is not None and (plan is None or plan.local_layers > checked.local_layers):
+            # The memory check counted a smaller part here: a worker left or was taken since.
+            raise RuntimeError(f"the workers changed since the memory check ({', '.join(checked.addresses)} were "
+                               f"free, now {'none is' if plan is None else ', '.join(plan.addresses) + ' are'}): "
+                               "launch it again")
+        unused = [w for w in self.workers.survey() if plan is None or w["address"] not in plan.addresses]
+        if unused and not mmproj_path:
+            log.warning("%s: not split over %s", model_path.name,
+                        "; ".join(f"{w['address']} ({w['state']}{': ' + w['error'] if w.get('error') else ''})"
+                                  for w in unused))
         if plan is None:
-            if not mmproj_path:
-                log.warning("no worker can take part of %s (%s): it loads on this device alone", model_path.name,
-                            "; ".join(f"{w['address']} {w['state']}" for w in self.workers.survey()))
             return super().load(model_path, n_ctx=n_ctx, mmproj_path=mmproj_path, chat_handler=chat_handler,
                                 n_threads=n_threads, kind=kind, device=device, parallel=parallel)
         log.info("splitting %s: %d of %d blocks here, the rest over %s", model_path.name, plan.local_layers,

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Iterator
 
@@ -20,8 +21,10 @@ from .base import TEXT, GenerationOptions, ModelLost, Prepared
 
 log = logging.getLogger("edge_server.model_host")
 
-_LOST = ("lost",)
+_LOST, _CLOSED = ("lost",), ("closed",)
 POLL_SECONDS = 0.1  # a stream waiting for its next piece lets the engine check for a stop this often
+STALL_SECONDS = 60.0  # the child says something (a piece, a tick) every second while it works; this long
+#                       silent, it is stuck (a worker frozen by its phone keeps its connection open) and ended
 
 
 class HostedModel:
@@ -35,7 +38,6 @@ class HostedModel:
         self.n_ctx, self.parallel = info["n_ctx"], info["parallel"]
         self.capabilities = frozenset(info.get("capabilities", (TEXT,)))
         self.memory_bytes = info.get("memory")
-        self.devices = info.get("devices", [])
         self.workers = workers
         self.lost: str | None = None  # why the child is gone, once it is
         self.cache_used, self.prompt_tokens = 0, (0, 0)
@@ -57,13 +59,20 @@ class HostedModel:
             inbox = self._inboxes.get(message[1])
             if inbox is not None:
                 inbox.put(message)
-        if not self._closing:
+        if not self._closing and not self.lost:
             code = self._child.wait()
             self.lost = (f"the process holding the model ended (status {code}): a worker it was split over "
-                         f"({', '.join(self.workers)}) stopped answering")
+                         f"({', '.join(self.workers)}) stopped answering, or this device ran out of memory")
             log.error("%s", self.lost)
         for inbox in list(self._inboxes.values()):
-            inbox.put(_LOST)
+            inbox.put(_LOST if self.lost else _CLOSED)
+
+    def _give_up(self, why: str) -> None:
+        """The child is stuck: it is ended, and the model lost."""
+        if not self.lost and not self._closing:
+            self.lost = why
+            log.error("%s", why)
+            self._child.kill()
 
     def _send(self, message: tuple) -> None:
         if self.lost:
@@ -83,11 +92,15 @@ class HostedModel:
         ident, inbox = self._open()
         try:
             self._send((kind, ident, argument))
-            answer = inbox.get()
+            answer = inbox.get(timeout=STALL_SECONDS)
+        except queue.Empty:
+            self._give_up(f"the model did not answer for {STALL_SECONDS:.0f} s: a worker it was split over "
+                          f"({', '.join(self.workers)}) may be frozen")
+            answer = _LOST
         finally:
             self._inboxes.pop(ident, None)
-        if answer is _LOST:
-            raise ModelLost(self.lost or "the process holding the model is gone")
+        if answer in (_LOST, _CLOSED):
+            raise ModelLost(self.lost or "the model was stopped")
         if answer[0] == "failed":
             raise ValueError(answer[2])
         return Prepared(answer[2], answer[3], tuple(answer[4]))
@@ -105,15 +118,25 @@ class HostedModel:
         done = False
         try:
             self._send(("stream", ident, prepared.n_tokens, prepared.payload, prepared.stop, options))
+            heard = time.monotonic()
             while True:
                 try:
                     message = inbox.get(timeout=POLL_SECONDS)
                 except queue.Empty:
+                    if time.monotonic() - heard > STALL_SECONDS:
+                        self._give_up(f"the model said nothing for {STALL_SECONDS:.0f} s: a worker it was split "
+                                      f"over ({', '.join(self.workers)}) may be frozen")
                     yield ""  # nothing yet: the engine may stop the stream meanwhile
                     continue
+                heard = time.monotonic()
+                if message is _CLOSED:  # killed: the stream just ends (the server says why)
+                    done = True
+                    return
                 if message is _LOST:
                     done = True
                     raise ModelLost(self.lost or "the process holding the model is gone")
+                if message[0] == "tick":
+                    continue
                 if message[0] == "piece":
                     prepared.generated = message[3]
                     yield message[2]
@@ -134,11 +157,13 @@ class HostedModel:
     def close(self) -> None:
         """End the child (its memory, and its connections to the workers, which free theirs)."""
         self._closing = True
-        try:
-            with self._send_lock:
+        if self._send_lock.acquire(timeout=2):  # a send stuck on a full socket must not hold the kill up
+            try:
                 self._conn.send(("close", 0))
-        except OSError:
-            pass
+            except OSError:
+                pass
+            finally:
+                self._send_lock.release()
         try:
             self._child.wait(timeout=10)
         except subprocess.TimeoutExpired:

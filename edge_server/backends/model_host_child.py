@@ -8,6 +8,7 @@ requests, stepping every stream in turn as the server's engine does (engine.py),
 from __future__ import annotations
 
 import sys
+import time
 from multiprocessing.connection import Connection
 
 
@@ -17,7 +18,7 @@ def _load(order: dict):
 
     # llama.cpp connects to local ends of the authenticated relay, one per worker (rpc_relay.py).
     ends = [rpc_relay.server_side(tuple(worker), order["key"]) for worker in order["workers"]]
-    devices = ggml_rpc.add_devices([f"127.0.0.1:{end.port}" for end in ends])
+    ggml_rpc.add_devices([f"127.0.0.1:{end.port}" for end in ends])
     # The output layer stays here: on a worker, every token's logits (the vocabulary's size in floats, 1 MB on
     # Gemma 3) would cross the network, where a layer's output is a few KB. Tied embeddings name it token_embd.
     model = LlamaCppBackend().load(order["path"], n_ctx=order["n_ctx"], n_threads=order["n_threads"],
@@ -25,7 +26,7 @@ def _load(order: dict):
                                    offload={"n_gpu_layers": order["n_gpu_layers"], "tensor_split": order["split"],
                                             "tensor_buft_overrides": ggml_rpc.on_this_cpu(r"^(output|token_embd)\.weight$")})
     list(model.warm_up())
-    return model, devices
+    return model
 
 
 def _resident() -> int | None:
@@ -34,10 +35,14 @@ def _resident() -> int | None:
     return resident_memory()
 
 
+TICK_SECONDS = 1.0  # a stream reading its prompt says it is alive this often (model_host.STALL_SECONDS)
+
+
 class Host:
     def __init__(self, model, conn: Connection):
         self.model, self.conn = model, conn
         self.streams: dict[int, tuple] = {}  # id -> (Prepared, its generator)
+        self.said: dict[int, float] = {}  # id -> when the server last heard of that stream
 
     def counters(self) -> dict:
         return {"cache_used": self.model.cache_used, "prompt_tokens": self.model.prompt_tokens}
@@ -59,13 +64,21 @@ class Host:
             piece = next(stream)
         except StopIteration:
             del self.streams[ident]
+            self.said.pop(ident, None)
             self.conn.send(("end", ident, prepared.generated, self.counters()))
         except Exception as exc:
             del self.streams[ident]
+            self.said.pop(ident, None)
             self.conn.send(("error", ident, f"{type(exc).__name__}: {exc}"))
         else:
+            now = time.monotonic()
             if piece:
                 self.conn.send(("piece", ident, piece, prepared.generated))
+            elif now - self.said.get(ident, 0) > TICK_SECONDS:
+                self.conn.send(("tick", ident))
+            else:
+                return
+            self.said[ident] = now
 
     def handle(self, message: tuple) -> None:
         kind, ident, *args = message
@@ -73,6 +86,7 @@ class Host:
             raise EOFError
         if kind == "cancel":
             entry = self.streams.pop(ident, None)
+            self.said.pop(ident, None)
             if entry is not None:
                 entry[1].close()
             return
@@ -96,12 +110,12 @@ def main(fd: int) -> None:
     # server goes, the socket pair closes and the next recv or send ends this process.
     conn = Connection(fd)
     try:
-        model, devices = _load(conn.recv())
+        model = _load(conn.recv())
     except Exception as exc:
         conn.send(("failed", 0, f"{exc}"))
         return
-    conn.send(("ready", 0, {"n_ctx": model.n_ctx, "parallel": model.parallel, "devices": devices,
-                            "memory": _resident(), "capabilities": sorted(model.capabilities)}))
+    conn.send(("ready", 0, {"n_ctx": model.n_ctx, "parallel": model.parallel, "memory": _resident(),
+                            "capabilities": sorted(model.capabilities)}))
     host = Host(model, conn)
     try:
         host.run()

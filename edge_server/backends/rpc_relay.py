@@ -11,7 +11,7 @@ The handshake (SHA-256 HMACs, 32-byte random nonces):
     client -> worker   nonce_c + HMAC(key, "client" + nonce_w + nonce_c)
     worker -> client   HMAC(key, "worker" + nonce_c + nonce_w)         (only if the client's proof holds)
     client -> worker   RELAY (then ggml's own protocol) or STATUS (the worker answers one JSON line, closes)
-A client that fails, or says nothing for HANDSHAKE_SECONDS, is closed before a byte reaches ggml. The
+A client that fails, or has not finished within HANDSHAKE_SECONDS, is closed before a byte reaches ggml. The
 bytes after it are not encrypted: the key keeps strangers out, it does not hide the model's activations.
 Connections across the network have TCP keep-alives of a few seconds, so a worker that drops off the
 network ends its connection (and the model using it sees a lost worker) instead of hanging it.
@@ -25,12 +25,14 @@ import logging
 import secrets
 import socket
 import threading
+import time
 
 log = logging.getLogger("edge_server.rpc_relay")
 
 MAGIC = b"EDGE-RPC/1\n"
 NONCE = 32
-HANDSHAKE_SECONDS = 5.0
+HANDSHAKE_SECONDS = 5.0  # the whole handshake, not each read
+MAX_HANDSHAKES = 16  # connections a worker lets prove themselves at once
 RELAY, STATUS = b"R", b"S"
 _CHUNK = 1 << 16
 KEEPALIVE = (3, 1, 3)  # seconds idle before probing, seconds between probes, probes unanswered: ~6 s to notice
@@ -51,9 +53,14 @@ def _proof(key: str, role: bytes, first: bytes, second: bytes) -> bytes:
     return hmac.new(key.encode("utf-8"), role + first + second, hashlib.sha256).digest()
 
 
-def _read_exactly(sock: socket.socket, n: int) -> bytes:
+def _read_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
+    """n bytes, all by `deadline` (time.monotonic()): a client trickling a byte at a time gets no longer."""
     data = b""
     while len(data) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the handshake took too long")
+        sock.settimeout(left)
         part = sock.recv(n - len(data))
         if not part:
             raise ConnectionError("closed during the handshake")
@@ -61,35 +68,38 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def admit(sock: socket.socket, key: str) -> bool:
-    """The worker's side of the handshake on an accepted connection: True when the client proved the key."""
-    sock.settimeout(HANDSHAKE_SECONDS)
+def admit(sock: socket.socket, key: str) -> bytes | None:
+    """The worker's side of the handshake on an accepted connection: what the client wants (RELAY or
+    STATUS) once it proved the key, else None. All of it within HANDSHAKE_SECONDS."""
+    deadline = time.monotonic() + HANDSHAKE_SECONDS
     try:
         ours = secrets.token_bytes(NONCE)
+        sock.settimeout(HANDSHAKE_SECONDS)
         sock.sendall(MAGIC + ours)
-        theirs = _read_exactly(sock, NONCE)
-        if not hmac.compare_digest(_read_exactly(sock, 32), _proof(key, b"client", ours, theirs)):
-            return False
+        theirs = _read_exactly(sock, NONCE, deadline)
+        if not hmac.compare_digest(_read_exactly(sock, 32, deadline), _proof(key, b"client", ours, theirs)):
+            return None
         sock.sendall(_proof(key, b"worker", theirs, ours))
-        return True
+        mode = _read_exactly(sock, 1, deadline)
+        return mode if mode in (RELAY, STATUS) else None
     except (OSError, ConnectionError):
-        return False
+        return None
     finally:
         sock.settimeout(None)
 
 
-def prove(sock: socket.socket, key: str, mode: bytes = RELAY) -> None:
-    """The client's side of the handshake on a connection to a worker, then what it wants (`mode`); raises
-    PermissionError when the worker does not speak it or does not hold the key (ConnectionError when it
-    closes)."""
-    sock.settimeout(HANDSHAKE_SECONDS)
+def prove(sock: socket.socket, key: str, mode: bytes = RELAY, seconds: float = HANDSHAKE_SECONDS) -> None:
+    """The client's side of the handshake on a connection to a worker, then what it wants (`mode`), within
+    `seconds`; raises PermissionError when the worker does not speak it or does not hold the key
+    (ConnectionError when it closes, TimeoutError when it is too slow)."""
+    deadline = time.monotonic() + seconds
     try:
-        if _read_exactly(sock, len(MAGIC)) != MAGIC:
+        if _read_exactly(sock, len(MAGIC), deadline) != MAGIC:
             raise PermissionError("not an edge-server worker")
-        theirs, ours = _read_exactly(sock, NONCE), secrets.token_bytes(NONCE)
+        theirs, ours = _read_exactly(sock, NONCE, deadline), secrets.token_bytes(NONCE)
         sock.sendall(ours + _proof(key, b"client", theirs, ours))
         try:
-            answer = _read_exactly(sock, 32)
+            answer = _read_exactly(sock, 32, deadline)
         except ConnectionError:
             raise PermissionError("the worker closed the connection at our proof: it holds another key") from None
         if not hmac.compare_digest(answer, _proof(key, b"worker", ours, theirs)):
@@ -104,7 +114,7 @@ def connect(worker: tuple[str, int], key: str, mode: bytes = RELAY, timeout: flo
     sock = socket.create_connection(worker, timeout=timeout)
     try:
         keep_alive(sock)
-        prove(sock, key, mode)
+        prove(sock, key, mode, timeout)
     except BaseException:
         sock.close()
         raise
@@ -122,7 +132,10 @@ def ask_status(worker: tuple[str, int], key: str, timeout: float = 2.0) -> dict:
             if not part:
                 break
             data += part
-    return json.loads(data)
+    said = json.loads(data)
+    if not isinstance(said, dict):
+        raise ValueError("the worker's status is not an object")
+    return said
 
 
 def _pump(source: socket.socket, sink: socket.socket, carried=None) -> None:
@@ -168,9 +181,16 @@ class Relay:
                 sock, _ = self._listener.accept()
             except OSError:
                 return  # closed
-            threading.Thread(target=self._handle, args=(sock,), daemon=True).start()
+            try:
+                threading.Thread(target=self._handle, args=(sock,), daemon=True).start()
+            except RuntimeError:  # no thread to be had: this one is closed, the listener goes on
+                sock.close()
 
     def close(self) -> None:
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        except OSError:
+            pass
         self._listener.close()
 
 
@@ -183,18 +203,28 @@ class Traffic:
         self._asked = False  # bytes came in since the last that went out
         self._lock = threading.Lock()
 
-    def _add(self, **changes) -> None:
+    def claim(self) -> bool:
+        """Take the worker for one client: False if one has it (ggml serves one at a time)."""
         with self._lock:
-            for name, change in changes.items():
-                setattr(self, name, getattr(self, name) + change)
+            if self.clients:
+                return False
+            self.clients = 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.clients = 0
 
     def received(self, n: int) -> None:
-        self._asked = True
-        self._add(bytes_in=n)
+        with self._lock:
+            self._asked = True
+            self.bytes_in += n
 
     def sent(self, n: int) -> None:
-        self._add(bytes_out=n, round_trips=int(self._asked))
-        self._asked = False
+        with self._lock:
+            self.bytes_out += n
+            self.round_trips += self._asked
+            self._asked = False
 
     def counts(self) -> dict:
         return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "round_trips": self.round_trips}
@@ -203,44 +233,55 @@ class Traffic:
 def worker_side(host: str, port: int, target: tuple[str, int], key: str, status=dict,
                 traffic: Traffic | None = None) -> Relay:
     """The worker's listener on the LAN: admitted connections are relayed to ggml's RPC server at `target`
-    (on loopback), or answered with `status()`; the rest are closed having reached nothing. `traffic`
-    counts what is relayed."""
+    (on loopback), or answered with `status()`; the rest are closed having reached nothing. At most
+    MAX_HANDSHAKES connections are in the handshake at once (more are closed at once). `traffic` counts
+    what is relayed."""
     traffic = traffic or Traffic()
+    handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
+    warned = [0.0]
+
+    def warn(message: str) -> None:  # at most one line every 10 s, whatever a stranger sends
+        if time.monotonic() - warned[0] > 10:
+            warned[0] = time.monotonic()
+            log.warning("%s", message)
 
     def handle(sock: socket.socket) -> None:
-        keep_alive(sock)
-        if not admit(sock, key):
-            log.warning("refused a connection to the worker: no proof of the key")
+        if not handshakes.acquire(blocking=False):
+            warn("refused connections to the worker: too many handshakes at once")
             sock.close()
             return
-        sock.settimeout(HANDSHAKE_SECONDS)
         try:
-            mode = _read_exactly(sock, 1)
-        except (OSError, ConnectionError):
-            mode = b""
-        sock.settimeout(None)
-        if mode != RELAY or traffic.clients:  # ggml serves one client at a time: a second would hang, not wait
-            if mode == RELAY:
-                log.warning("refused a second client: a model already uses this worker")
-            if mode == STATUS:
-                try:
-                    sock.sendall(json.dumps(status()).encode() + b"\n")
-                except OSError:
-                    pass
+            keep_alive(sock)
+            mode = admit(sock, key)
+        finally:
+            handshakes.release()
+        if mode is None:
+            warn("refused a connection to the worker: no proof of the key")
+            sock.close()
+            return
+        if mode == STATUS:
+            try:
+                sock.sendall(json.dumps(status()).encode() + b"\n")
+            except OSError:
+                pass
+            sock.close()
+            return
+        if not traffic.claim():  # a second client would hang in ggml's queue: refused instead
+            warn("refused a second client: a model already uses this worker")
             sock.close()
             return
         try:
             upstream = socket.create_connection(target)
             upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
+            traffic.release()
             log.warning("the RPC server at %s:%d does not answer: %s", *target, exc)
             sock.close()
             return
-        traffic._add(clients=1)
         try:
             relay(sock, upstream, traffic.received, traffic.sent)
         finally:
-            traffic._add(clients=-1)
+            traffic.release()
 
     return Relay(host, port, handle)
 
@@ -253,7 +294,6 @@ def server_side(worker: tuple[str, int], key: str) -> Relay:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             upstream = connect(worker, key)
-            upstream.settimeout(None)
         except (OSError, ConnectionError, PermissionError) as exc:
             log.warning("worker %s:%d refused or unreachable: %s", *worker, exc)
             sock.close()

@@ -71,18 +71,18 @@ class Worker:
             except OSError:
                 time.sleep(0.1)
         child.kill()
+        child.wait()
         raise RuntimeError(f"ggml's RPC server did not listen on {endpoint} within {START_SECONDS:.0f} s")
 
     def _watch(self) -> None:
         """Start ggml's server again when it dies (a client that sent it garbage, the low-memory killer)."""
-        while not self._closing.is_set():
-            if self._child.poll() is not None and not self._closing.is_set():
+        while not self._closing.wait(1.0):
+            if self._child.poll() is not None:
                 log.warning("ggml's RPC server exited (status %s); starting it again", self._child.returncode)
                 try:
                     self._child = self._start()
                 except RuntimeError as exc:
                     log.error("%s", exc)
-            self._closing.wait(1.0)
 
     def status(self) -> dict:
         return {"version": __version__, "free_bytes": available_memory(self.meminfo), "total_bytes": _total_memory(),
@@ -90,6 +90,7 @@ class Worker:
 
     def close(self) -> None:
         self._closing.set()
+        self._watcher.join()  # not starting another child meanwhile
         self.relay.close()
         self._child.terminate()
         try:

@@ -37,21 +37,17 @@ def address(worker: tuple[str, int]) -> str:
 
 class WorkerList:
     def __init__(self, workers: list[tuple[str, int]], key: str):
-        self.workers, self._key = workers, key
+        self.workers, self.key = workers, key
         self._last: tuple[float, list[dict]] | None = None
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
         return bool(self.workers)
 
-    @property
-    def key(self) -> str:
-        return self._key
-
     def _ask(self, worker: tuple[str, int]) -> dict:
         entry = {"address": address(worker)}
         try:
-            said = rpc_relay.ask_status(worker, self._key)
+            said = rpc_relay.ask_status(worker, self.key)
         except PermissionError as exc:
             return {**entry, "state": "refused", "error": str(exc)}
         except (OSError, ValueError) as exc:
