@@ -75,6 +75,26 @@ def answer(url, model="gemma", tokens=24):
     return r.status_code, r.json()
 
 
+def test_an_install_without_the_rpc_backend_is_rebuilt_with_it_and_its_flags(monkeypatch):
+    """What android/install.sh and tests/setup.sh run: the same version again, with GGML_RPC added to the
+    flags already set (Termux's OpenMP off), past pip's cache."""
+    import subprocess as sp
+
+    calls = []
+    monkeypatch.setattr(ggml_rpc, "available", lambda: False)
+    monkeypatch.setattr(sp, "call", lambda args, env: calls.append((args, env["CMAKE_ARGS"])) or 0)
+    monkeypatch.setenv("CMAKE_ARGS", "-DGGML_OPENMP=OFF -DGGML_RPC=off")
+    assert ggml_rpc.ensure() == 0
+    (args, flags), = calls
+    from importlib.metadata import version
+
+    wanted = f"llama-cpp-python=={version('llama-cpp-python')}"
+    assert args[-4:] == ["--no-cache-dir", "--force-reinstall", "--no-deps", wanted]
+    assert flags == "-DGGML_OPENMP=OFF -DGGML_RPC=on"
+    if os.environ.get("CI"):
+        assert ggml_rpc.available()  # tests/setup.sh did it
+
+
 def test_a_worker_on_the_network_needs_a_key(tmp_path):
     out = subprocess.run([sys.executable, "-m", "edge_server", "worker", "--host", "0.0.0.0", "--data-dir",
                           str(tmp_path)], capture_output=True, text=True, timeout=60,
