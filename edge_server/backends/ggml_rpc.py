@@ -115,13 +115,12 @@ class _Override(ctypes.Structure):  # llama_model_tensor_buft_override
 
 def on_this_cpu(pattern: str):
     """llama_model_params.tensor_buft_overrides keeping the tensors whose names match `pattern` (a regex) in
-    this device's memory: an array to keep alive while the model loads (its address is .value)."""
+    this device's memory: a ctypes array, to keep alive as long as the model."""
     ggml = _ggml()
     ggml.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
     ggml.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
     cpu = ggml.ggml_backend_dev_buffer_type(ggml.ggml_backend_dev_by_type(CPU))
-    overrides = (_Override * 2)(_Override(pattern.encode(), cpu), _Override(None, None))
-    return overrides
+    return (_Override * 2)(_Override(pattern.encode(), cpu), _Override(None, None))
 
 
 def serve(endpoint: str, threads: int, cache_dir: str | None) -> None:

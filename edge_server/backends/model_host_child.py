@@ -21,10 +21,11 @@ def _load(order: dict):
     ggml_rpc.add_devices([f"127.0.0.1:{end.port}" for end in ends])
     # The output layer stays here: on a worker, every token's logits (the vocabulary's size in floats, 1 MB on
     # Gemma 3) would cross the network, where a layer's output is a few KB. Tied embeddings name it token_embd.
+    here = ggml_rpc.on_this_cpu(r"^(output|token_embd)\.weight$")
     model = LlamaCppBackend().load(order["path"], n_ctx=order["n_ctx"], n_threads=order["n_threads"],
                                    parallel=order["parallel"],
                                    offload={"n_gpu_layers": order["n_gpu_layers"], "tensor_split": order["split"],
-                                            "tensor_buft_overrides": ggml_rpc.on_this_cpu(r"^(output|token_embd)\.weight$")})
+                                            "tensor_buft_overrides": here})
     list(model.warm_up())
     return model
 
