@@ -95,6 +95,33 @@ def test_an_install_without_the_rpc_backend_is_rebuilt_with_it_and_its_flags(mon
         assert ggml_rpc.available()  # tests/setup.sh did it
 
 
+def test_this_device_keeps_the_blocks_its_share_of_the_free_memory_holds(tmp_path, gemma_gguf):
+    """The plan alone (no workers needed): bytes from the GGUF's tensor table, shares from free memory."""
+    from edge_server.backends.gguf_header import block_sizes, memory_needs
+    from edge_server.backends.llamacpp_split import SplitBackend
+
+    blocks, rest = block_sizes(gemma_gguf)
+    assert len(blocks) == memory_needs(gemma_gguf).layers == 18
+    assert 0 < sum(blocks) + rest <= gemma_gguf.stat().st_size < sum(blocks) + rest + (8 << 20)  # + the header
+    room = rest + sum(blocks[:5]) + blocks[5] // 2  # this device's share of the free memory: 5 blocks and a half
+    total = rest + sum(blocks)
+
+    class Survey:  # a worker up with the rest of the free memory, one down
+        workers, key = [("10.0.0.2", 50052), ("10.0.0.3", 50052)], ""
+
+        def survey(self, fresh=False):
+            return [{"address": "10.0.0.2:50052", "state": "up", "free_bytes": int(8e9 * (total - room) / room)},
+                    {"address": "10.0.0.3:50052", "state": "down", "error": "timed out"}]
+
+    (tmp_path / "meminfo").write_text(f"MemAvailable: {int(8e9) // 1024} kB\n")
+    split = SplitBackend(Survey(), str(tmp_path / "meminfo"))
+    plan = split.plan(gemma_gguf)
+    assert (plan.workers, plan.local_layers, plan.layers) == ([("10.0.0.2", 50052)], 5, 18)
+    assert split.memory_needs(gemma_gguf).weights == plan.local_bytes == rest + sum(blocks[:5])
+    (tmp_path / "meminfo").write_text("MemAvailable: 1000 kB\n")  # little free here: every block goes
+    assert (split.plan(gemma_gguf).local_layers, split.plan(gemma_gguf).local_bytes) == (0, rest)
+
+
 def test_a_worker_on_the_network_needs_a_key(tmp_path):
     out = subprocess.run([sys.executable, "-m", "edge_server", "worker", "--host", "0.0.0.0", "--data-dir",
                           str(tmp_path)], capture_output=True, text=True, timeout=60,

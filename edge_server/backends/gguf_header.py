@@ -89,6 +89,37 @@ def _metadata(path: Path, wanted, counted: tuple[str, ...] = ()) -> dict:
     return found
 
 
+def block_sizes(path: Path) -> tuple[list[int], int]:
+    """The bytes of each transformer block's weights (blk.N.*), and of the rest (embeddings, output), from the
+    tensor table: what a split across devices moves, block by block."""
+    with open(path, "rb") as f:
+        reader = _Reader(f)
+        if f.read(4) != b"GGUF" or reader.unpack("I") < 2:
+            raise ValueError(f"{path} is not a GGUF v2+ file")
+        tensors, alignment = reader.unpack("Q"), 32
+        for _ in range(reader.unpack("Q")):
+            key, value = reader.string(), reader.value(reader.unpack("I"))
+            if key == "general.alignment" and isinstance(value, int) and value > 0:
+                alignment = value
+        table = []
+        for _ in range(tensors):
+            name = reader.string()
+            f.seek(8 * reader.unpack("I") + 4, 1)  # its dimensions, its type
+            table.append((reader.unpack("Q"), name))
+        data = -(-f.tell() // alignment) * alignment
+    table.sort()
+    ends = [offset for offset, _ in table[1:]] + [path.stat().st_size - data]
+    blocks: dict[int, int] = {}
+    rest = 0
+    for (offset, name), end in zip(table, ends):
+        if name.startswith("blk.") and name.split(".")[1].isdigit():
+            index = int(name.split(".")[1])
+            blocks[index] = blocks.get(index, 0) + end - offset
+        else:
+            rest += end - offset
+    return [blocks.get(i, 0) for i in range(max(blocks, default=-1) + 1)], rest
+
+
 # Of every so many layers, all but one attend over a sliding window, where the header does not say
 # (llama.cpp's defaults, per architecture).
 SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "gemma-embedding": 6, "cohere2": 4, "llama4": 4,

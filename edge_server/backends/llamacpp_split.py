@@ -1,10 +1,10 @@
 """The llama-cpp backend when the server has workers: a model is split across this device and the workers
 that answer, by their free memory, and runs in a child process (model_host.py).
 
-llama.cpp places whole layers: this device keeps the embeddings, the output layer and its share of the
-blocks (the first ones); each worker gets a share of the rest, in proportion to its free memory (the RPC
-devices act as GPUs: n_gpu_layers and tensor_split). A model with a vision projector, or one that no
-worker is free for, loads here as usual.
+llama.cpp places whole layers: this device keeps the embeddings, the output layer and as many of the first
+blocks as its share of the free memory holds (counted in bytes, from the GGUF's tensor table); the workers
+get the rest, in proportion to their free memory (the RPC devices act as GPUs: n_gpu_layers and
+tensor_split). A model with a vision projector, or one that no worker is free for, loads here as usual.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from ..memory import available_memory
 from . import model_host
 from .base import TEXT
-from .gguf_header import LIBRARIES
+from .gguf_header import LIBRARIES, block_sizes
 from .llamacpp import LlamaCppBackend
 from .worker_list import WorkerList, address
 
@@ -27,12 +27,9 @@ log = logging.getLogger("edge_server.split")
 class Plan:
     workers: list[tuple[str, int]]  # those used, in the order of their devices
     shares: list[int]  # free bytes of each, which tensor_split is made of
-    local_layers: int  # blocks this device keeps
+    local_layers: int  # blocks this device keeps (the first ones)
     layers: int
-
-    @property
-    def local_share(self) -> float:
-        return self.local_layers / self.layers
+    local_bytes: int  # the weights this device keeps: its blocks, the embeddings and the output layer
 
     @property
     def addresses(self) -> list[str]:
@@ -45,27 +42,30 @@ class SplitBackend(LlamaCppBackend):
         self._checked: dict[str, Plan | None] = {}  # the plan each model's memory check counted
 
     def plan(self, model_path: Path) -> Plan | None:
-        """How the model would be split now, or None to load it here alone."""
-        layers = super().memory_needs(model_path).layers
-        here = available_memory(self.meminfo) or 0
+        """How the model would be split now, or None to load it here alone: this device keeps the most
+        blocks that leave its part of the weights no larger than its part of the free memory."""
+        blocks, rest = block_sizes(model_path)
         usable = [(worker, said) for worker, said in zip(self.workers.workers, self.workers.survey())
                   if said["state"] == "up" and isinstance(said.get("free_bytes"), int) and said["free_bytes"] > 0]
-        if not usable or layers < 2:
+        if not usable or not blocks:
             return None
-        shares = [said["free_bytes"] for _, said in usable]
-        local = max(1, round(layers * here / (here + sum(shares))))
-        if local >= layers:
+        here, shares = available_memory(self.meminfo) or 0, [said["free_bytes"] for _, said in usable]
+        room = (rest + sum(blocks)) * here / (here + sum(shares))
+        local, kept = 0, rest
+        while local < len(blocks) and kept + blocks[local] <= room:
+            kept += blocks[local]
+            local += 1
+        if local == len(blocks):
             return None
-        return Plan([w for w, _ in usable], shares, local, layers)
+        return Plan([w for w, _ in usable], shares, local, len(blocks), kept)
 
     def memory_needs(self, model_path: Path, mmproj_path: Path | None = None):
         needs = super().memory_needs(model_path, mmproj_path)
         plan = self._checked[str(model_path)] = None if mmproj_path else self.plan(model_path)
         if plan is None:
             return needs
-        share = plan.local_share  # this device's part of the weights and cache; its child maps the libraries
-        return dataclasses.replace(needs, weights=int(needs.weights * share),
-                                   cache_per_token=int(needs.cache_per_token * share),
+        share = plan.local_layers / plan.layers  # of the KV cache, which is per layer; its child maps the libraries
+        return dataclasses.replace(needs, weights=plan.local_bytes, cache_per_token=int(needs.cache_per_token * share),
                                    window_cache_per_token=int(needs.window_cache_per_token * share),
                                    fixed=needs.fixed + LIBRARIES)
 

@@ -56,9 +56,12 @@ class Worker:
 
     def _start(self) -> subprocess.Popen:
         endpoint = "%s:%d" % self._target
+        # glibc keeps freed blocks for reuse once it has freed a big one (its mmap threshold rises): a model's
+        # layers, freed when the server lets go, stayed in the worker's memory. A fixed threshold gives them back.
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 << 10)}
         child = subprocess.Popen([sys.executable, "-m", "edge_server.backends.ggml_rpc", "serve", endpoint,
                                   str(self.threads), str(self.cache_dir)],
-                                 stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                                 stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             if child.poll() is not None:
