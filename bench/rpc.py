@@ -7,7 +7,8 @@ one with --workers. Rounds alternate between them (never both at once), each a g
 answer of --tokens tokens. Prints tokens/s of each and their median ratio, whether the greedy texts are
 equal, and what the workers' relays carried per generated token: round trips (a reply after a request)
 and bytes each way. A round trip costs a network's latency: multiply
-by your Wi-Fi's ping for the time a token spends on the air.
+by your Wi-Fi's ping for the time a token spends on the air. BENCH_WORKER_ENV="NAME=VALUE ..." sets
+environment variables for the workers and the split server only (OMP_WAIT_POLICY=passive, say).
 """
 from __future__ import annotations
 
