@@ -74,7 +74,7 @@ def main() -> None:
                 procs.append(proc)
                 ports.append(port)
             servers = {}
-            for label, extra in (("alone", []), ("split", ["--workers", ",".join(f"127.0.0.1:{p}" for p in ports)])):
+            for label, extra in (("alone", []), ("split", ["--split", "always", "--workers", ",".join(f"127.0.0.1:{p}" for p in ports)])):
                 data = tmp / label
                 data.mkdir()
                 (data / "models.json").write_text(json.dumps({"m": {"path": str(model), "n_ctx": args.n_ctx}}))

@@ -71,7 +71,10 @@ def create_app(config: Settings | dict | None = None, registry: BackendRegistry 
     store = ModelStore(settings)
     metrics = Metrics()
     api_key = resolve_api_key(settings)
-    workers = WorkerList(parse_workers(settings.workers), api_key or "") if settings.workers else None
+    if settings.split not in ("auto", "always"):
+        raise ValueError(f"split must be auto or always, not {settings.split!r}")
+    workers = (WorkerList(parse_workers(settings.workers), api_key or "", always=settings.split == "always")
+               if settings.workers else None)
     manager = ModelManager(settings, catalog, store,
                            registry or build_registry(settings.full, workers, settings.meminfo_path), metrics)
     metrics.watch(manager)

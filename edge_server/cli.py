@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                              "(EDGE_VERBOSE)")
     common.add_argument("--workers", help="edge-server workers to split GGUF models over, host:port,host:port "
                         "(EDGE_WORKERS; they need the same key, --api-key)")
+    common.add_argument("--split", choices=("auto", "always"), help="with --workers: split only a model too big for "
+                        "this device (auto, the default) or every GGUF model (EDGE_SPLIT)")
     common.add_argument("--log-file", help="also log to this file, rotated at 5 MB, 3 old files kept (EDGE_LOG_FILE)")
     parser = argparse.ArgumentParser(
         prog="edge-server", parents=[common], description="Run GGUF language models on a phone or a Pi, over HTTP.",
@@ -179,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
                  "n_threads": args.n_threads, "parallel": args.parallel, "keep_alive": args.keep_alive, "memory_check": args.memory_check,
                  "full": args.full, "device": args.device, "api_key": args.api_key, "no_auth": args.no_auth,
-                 "allowed_hosts": args.allowed_hosts, "cors_origins": args.cors_origins, "workers": args.workers}
+                 "allowed_hosts": args.allowed_hosts, "cors_origins": args.cors_origins, "workers": args.workers,
+                 "split": args.split}
     if args.command == "key":
         return _key(overrides, args.rotate)
     if args.command == "service":

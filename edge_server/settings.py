@@ -41,6 +41,7 @@ class Settings:
     n_threads: int | None = None  # CPU threads a model computes with (None: one per performance core, cpu.py)
     parallel: int | None = None  # streams one GGUF model decodes together (None: 4, or fewer if memory is short)
     workers: str = ""  # edge-server workers to split GGUF models over, "host:port,host:port" (port 50052 if left out)
+    split: str = "auto"  # auto: split a model too big for this device (weights over 3/4 of its free memory); always
     hf_endpoint: str | None = None  # Hugging Face hub URL (HF_ENDPOINT); None means huggingface.co
     hf_token: str | None = None  # token for gated repos (HF_TOKEN)
     hf_offline: bool = False  # never reach the hub, only use files already in the store (HF_HUB_OFFLINE)

@@ -107,7 +107,7 @@ def test_this_device_keeps_the_blocks_its_share_of_the_free_memory_holds(tmp_pat
     total = rest + sum(blocks)
 
     class Survey:  # a worker up with the rest of the free memory, one down
-        workers, key = [("10.0.0.2", 50052), ("10.0.0.3", 50052)], ""
+        workers, key, always = [("10.0.0.2", 50052), ("10.0.0.3", 50052)], "", True
 
         def survey(self, fresh=False):
             return [{"address": "10.0.0.2:50052", "state": "up", "free_bytes": int(8e9 * (total - room) / room)},
@@ -120,6 +120,13 @@ def test_this_device_keeps_the_blocks_its_share_of_the_free_memory_holds(tmp_pat
     assert split.memory_needs(gemma_gguf).weights == plan.local_bytes == rest + sum(blocks[:5])
     (tmp_path / "meminfo").write_text("MemAvailable: 1000 kB\n")  # little free here: every block goes
     assert (split.plan(gemma_gguf).local_layers, split.plan(gemma_gguf).local_bytes) == (0, rest)
+
+    # EDGE_SPLIT=auto (the default): a model whose weights take up to 3/4 of the free memory here stays here.
+    Survey.always = False
+    (tmp_path / "meminfo").write_text(f"MemAvailable: {total * 4 // 3 // 1024 + 1} kB\n")
+    assert split.plan(gemma_gguf) is None
+    (tmp_path / "meminfo").write_text(f"MemAvailable: {total // 1024} kB\n")  # it would fill the memory: split
+    assert split.plan(gemma_gguf).local_layers < 18
 
 
 def test_a_worker_on_the_network_needs_a_key(tmp_path):
@@ -189,7 +196,7 @@ def test_a_model_split_over_two_workers_says_what_it_says_alone(start_worker, ge
 
     workers = [start_worker(), start_worker()]
     before = [w.compute_rss() for w in workers]
-    split = gemma_apps(workers=",".join(f"127.0.0.1:{w.port}" for w in workers))
+    split = gemma_apps(workers=",".join(f"127.0.0.1:{w.port}" for w in workers), split="always")
     launch(split.url)
     code, together = answer(split.url)
     assert code == 200
@@ -230,7 +237,7 @@ def test_a_model_split_over_two_workers_says_what_it_says_alone(start_worker, ge
 @needs_rpc
 def test_a_worker_killed_mid_answer_takes_only_its_model_down(start_worker, gemma_apps):
     workers = [start_worker(), start_worker()]
-    server = gemma_apps(workers=",".join(f"127.0.0.1:{w.port}" for w in workers))
+    server = gemma_apps(workers=",".join(f"127.0.0.1:{w.port}" for w in workers), split="always")
     launch(server.url)
     launch(server.url, "tiny")  # after Gemma, which keeps both workers busy: it loads here alone
     assert "workers" not in status(server.url, "tiny")
@@ -273,7 +280,7 @@ def test_a_frozen_worker_is_given_up_on(start_worker, gemma_apps, monkeypatch):
 
     monkeypatch.setattr(model_host, "STALL_SECONDS", 3.0)
     workers = [start_worker(), start_worker()]
-    server = gemma_apps(workers=",".join(f"127.0.0.1:{w.port}" for w in workers))
+    server = gemma_apps(workers=",".join(f"127.0.0.1:{w.port}" for w in workers), split="always")
     launch(server.url)
     frozen = [psutil.Process(workers[0].proc.pid), *psutil.Process(workers[0].proc.pid).children(recursive=True)]
     auth = {"Authorization": f"Bearer {KEY}"}
@@ -335,7 +342,7 @@ def test_a_worker_on_another_host_and_then_off_the_network(worker_host, start_wo
 
     worker = start_worker(host="0.0.0.0", port=50052, prefix=("ip", "netns", "exec", ns))
     assert WORKER_IP in worker.banner
-    server = gemma_apps(workers=WORKER_IP)  # the default port
+    server = gemma_apps(workers=WORKER_IP, split="always")  # the default port
     launch(server.url)
     code, body = answer(server.url)
     assert code == 200 and body["choices"][0]["text"] == alone

@@ -21,6 +21,7 @@ from .llamacpp import LlamaCppBackend
 from .worker_list import WorkerList, address
 
 log = logging.getLogger("edge_server.split")
+FITS = 0.75  # a model whose weights take at most this part of the free memory here runs here (EDGE_SPLIT=auto)
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,19 @@ class SplitBackend(LlamaCppBackend):
 
     def plan(self, model_path: Path) -> Plan | None:
         """How the model would be split now, or None to load it here alone: this device keeps the most
-        blocks that leave its part of the weights no larger than its part of the free memory."""
+        blocks that leave its part of the weights no larger than its part of the free memory. Unless the
+        workers are for every model (EDGE_SPLIT=always), a model whose weights take at most FITS of this
+        device's free memory is not split: it runs faster here, and leaves the workers to a big one."""
         blocks, rest = block_sizes(model_path)
+        here, total = available_memory(self.meminfo) or 0, rest + sum(blocks)
+        if not blocks or (not self.workers.always and total <= here * FITS):
+            return None
         usable = [(worker, said) for worker, said in zip(self.workers.workers, self.workers.survey())
                   if said["state"] == "up" and isinstance(said.get("free_bytes"), int) and said["free_bytes"] > 0]
-        if not usable or not blocks:
+        if not usable:
             return None
-        here, shares = available_memory(self.meminfo) or 0, [said["free_bytes"] for _, said in usable]
-        room = (rest + sum(blocks)) * here / (here + sum(shares))
+        shares = [said["free_bytes"] for _, said in usable]
+        room = total * here / (here + sum(shares))
         local, kept = 0, rest
         while local < len(blocks) and kept + blocks[local] <= room:
             kept += blocks[local]
@@ -58,6 +64,10 @@ class SplitBackend(LlamaCppBackend):
         if local == len(blocks):
             return None
         return Plan([w for w, _ in usable], shares, local, len(blocks), kept)
+
+    def _fits(self, model_path: Path) -> bool:
+        blocks, rest = block_sizes(model_path)
+        return rest + sum(blocks) <= (available_memory(self.meminfo) or 0) * FITS
 
     def memory_needs(self, model_path: Path, mmproj_path: Path | None = None):
         needs = super().memory_needs(model_path, mmproj_path)
@@ -80,7 +90,10 @@ class SplitBackend(LlamaCppBackend):
                                f"free, now {'none is' if plan is None else ', '.join(plan.addresses) + ' are'}): "
                                "launch it again")
         unused = [w for w in self.workers.survey() if plan is None or w["address"] not in plan.addresses]
-        if unused and not mmproj_path:
+        if plan is None and not mmproj_path and not self.workers.always and self._fits(model_path):
+            log.info("%s fits in this device's memory: not split (EDGE_SPLIT=always splits every model)",
+                     model_path.name)
+        elif unused and not mmproj_path:
             log.warning("%s: not split over %s", model_path.name,
                         "; ".join(f"{w['address']} ({w['state']}{': ' + w['error'] if w.get('error') else ''})"
                                   for w in unused))

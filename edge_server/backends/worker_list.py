@@ -36,8 +36,9 @@ def address(worker: tuple[str, int]) -> str:
 
 
 class WorkerList:
-    def __init__(self, workers: list[tuple[str, int]], key: str):
-        self.workers, self.key = workers, key
+    def __init__(self, workers: list[tuple[str, int]], key: str, always: bool = False):
+        """always: split every GGUF model over the free workers, not only one too big for this device."""
+        self.workers, self.key, self.always = workers, key, always
         self._last: tuple[float, list[dict]] | None = None
         self._lock = threading.Lock()
 
