@@ -48,9 +48,9 @@ class SplitBackend(LlamaCppBackend):
         workers are for every model (EDGE_SPLIT=always), a model whose weights take at most FITS of this
         device's free memory is not split: it runs faster here, and leaves the workers to a big one."""
         blocks, rest = block_sizes(model_path)
-        here, total = available_memory(self.meminfo) or 0, rest + sum(blocks)
-        if not blocks or (not self.workers.always and total <= here * FITS):
+        if not blocks or (not self.workers.always and self._fits(model_path)):
             return None
+        here, total = available_memory(self.meminfo) or 0, rest + sum(blocks)
         usable = [(worker, said) for worker, said in zip(self.workers.workers, self.workers.survey())
                   if said["state"] == "up" and isinstance(said.get("free_bytes"), int) and said["free_bytes"] > 0]
         if not usable:
@@ -64,6 +64,16 @@ class SplitBackend(LlamaCppBackend):
         if local == len(blocks):
             return None
         return Plan([w for w, _ in usable], shares, local, len(blocks), kept)
+
+    def _say_why(self, model_path: Path, plan: Plan | None) -> None:
+        """Log why the model is not split, or which workers it is not split over."""
+        if plan is None and not self.workers.always and self._fits(model_path):
+            log.info("%s fits in this device's memory: not split (EDGE_SPLIT=always splits every model)",
+                     model_path.name)
+        elif unused := [w for w in self.workers.survey() if plan is None or w["address"] not in plan.addresses]:
+            log.warning("%s: not split over %s", model_path.name,
+                        "; ".join(f"{w['address']} ({w['state']}{': ' + w['error'] if w.get('error') else ''})"
+                                  for w in unused))
 
     def _fits(self, model_path: Path) -> bool:
         blocks, rest = block_sizes(model_path)
@@ -89,14 +99,8 @@ class SplitBackend(LlamaCppBackend):
             raise RuntimeError(f"the workers changed since the memory check ({', '.join(checked.addresses)} were "
                                f"free, now {'none is' if plan is None else ', '.join(plan.addresses) + ' are'}): "
                                "launch it again")
-        unused = [w for w in self.workers.survey() if plan is None or w["address"] not in plan.addresses]
-        if plan is None and not mmproj_path and not self.workers.always and self._fits(model_path):
-            log.info("%s fits in this device's memory: not split (EDGE_SPLIT=always splits every model)",
-                     model_path.name)
-        elif unused and not mmproj_path:
-            log.warning("%s: not split over %s", model_path.name,
-                        "; ".join(f"{w['address']} ({w['state']}{': ' + w['error'] if w.get('error') else ''})"
-                                  for w in unused))
+        if not mmproj_path:  # a model with images is read here, whatever the workers
+            self._say_why(model_path, plan)
         if plan is None:
             return super().load(model_path, n_ctx=n_ctx, mmproj_path=mmproj_path, chat_handler=chat_handler,
                                 n_threads=n_threads, kind=kind, device=device, parallel=parallel)
