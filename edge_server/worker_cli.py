@@ -22,9 +22,12 @@ def run_worker(settings, host: str | None, port: int | None, out=sys.stdout) -> 
               "--host 127.0.0.1 serves this device alone without one.", file=sys.stderr)
         return 2
     threads = settings.n_threads or default_threads()[0]
+    port = DEFAULT_PORT if port is None else port  # 0: any free port (the line below says which)
+    if not 0 <= port < 65536 or threads < 1:
+        print("edge-server worker: --port is from 0 to 65535 and --n-threads at least 1", file=sys.stderr)
+        return 2
     try:
-        worker = Worker(host, port or DEFAULT_PORT, key, threads, settings.data_dir / "rpc-cache",
-                        settings.meminfo_path)
+        worker = Worker(host, port, key, threads, settings.data_dir / "rpc-cache", settings.meminfo_path)
     except (OSError, RuntimeError) as exc:
         print(f"edge-server worker: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,8 @@ sockets on loopback, with an echo server in ggml's place that records every conn
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -179,6 +181,75 @@ def test_handshakes_at_once_are_bounded_and_the_worker_stays_open(monkeypatch):
             except (OSError, ConnectionError):
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
+    finally:
+        relay.close()
+        echo.listener.close()
+
+
+def test_a_worker_serves_one_client_and_says_so_to_the_next(worker):
+    """ggml's server takes one client at a time: a second is told BUSY at once (it would hang in ggml's queue),
+    and the server's local end reports why before it closes llama.cpp's connection."""
+    echo, relay = worker
+    first = rpc_relay.connect(("127.0.0.1", relay.port), KEY)
+    try:
+        with pytest.raises(rpc_relay.WorkerBusy):
+            rpc_relay.connect(("127.0.0.1", relay.port), KEY)
+        told = []
+        local = rpc_relay.server_side(("127.0.0.1", relay.port), KEY, refused=told.append)
+        try:
+            assert roundtrip(local.port, b"hello") == b""
+            assert len(told) == 1 and "in use by another model" in told[0]
+        finally:
+            local.close()
+    finally:
+        first.close()
+    deadline = time.monotonic() + 10
+    while True:  # the first gone, the next is served
+        try:
+            rpc_relay.connect(("127.0.0.1", relay.port), KEY).close()
+            break
+        except rpc_relay.WorkerBusy:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_the_local_end_serves_only_its_own_process(worker):
+    """Another program on the server's device must not borrow the local end, which proves the key for
+    whoever connects (another Android app would otherwise reach the worker)."""
+    echo, relay = worker
+    local = rpc_relay.server_side(("127.0.0.1", relay.port), KEY)
+    try:
+        code = ("import socket, sys\n"
+                "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)\n"
+                "s.sendall(b'hello')\n"
+                "try:\n    print(repr(s.recv(10)))\nexcept ConnectionResetError:\n    print(repr(b''))\n")
+        other = subprocess.run([sys.executable, "-c", code, str(local.port)], capture_output=True, text=True,
+                               timeout=60)
+        assert other.stdout.strip() == "b''", other.stdout + other.stderr
+        assert echo.connections == 0
+        assert roundtrip(local.port, b"hello") == b"hello"  # this process: carried through
+    finally:
+        local.close()
+
+
+def test_one_address_cannot_take_every_handshake_place(monkeypatch):
+    monkeypatch.setattr(rpc_relay, "MAX_PER_ADDRESS", 2)
+    echo = Echo()
+    relay = rpc_relay.worker_side("127.0.0.1", 0, echo.address, KEY, status=lambda: {"ok": True})
+    try:
+        squatters = [socket.create_connection(("127.0.0.1", relay.port)) for _ in range(2)]
+        for sock in squatters:
+            challenge(sock)
+        with socket.create_connection(("127.0.0.1", relay.port)) as third:  # the same address: refused
+            assert closed_without_a_byte(third)
+        with socket.socket() as other:  # another address (127.0.0.2 is loopback too): its handshake runs
+            other.bind(("127.0.0.2", 0))
+            other.connect(("127.0.0.1", relay.port))
+            rpc_relay.prove(other, KEY, rpc_relay.STATUS)
+            other.settimeout(10)
+            assert other.recv(100) == b'{"ok": true}\n'
+        for sock in squatters:
+            sock.close()
     finally:
         relay.close()
         echo.listener.close()

@@ -107,11 +107,13 @@ def test_this_device_keeps_the_blocks_its_share_of_the_free_memory_holds(tmp_pat
     total = rest + sum(blocks)
 
     class Survey:  # a worker up with the rest of the free memory, one down
-        workers, key, always = [("10.0.0.2", 50052), ("10.0.0.3", 50052)], "", True
+        workers, key, always = [("10.0.0.2", 50052), ("10.0.0.3", 50052), ("pi.local", 50052)], "", True
 
         def survey(self, fresh=False):
-            return [{"address": "10.0.0.2:50052", "state": "up", "free_bytes": int(8e9 * (total - room) / room)},
-                    {"address": "10.0.0.3:50052", "state": "down", "error": "timed out"}]
+            free = int(8e9 * (total - room) / room)
+            return [{"address": "10.0.0.2:50052", "state": "up", "free_bytes": free, "id": "a1"},
+                    {"address": "10.0.0.3:50052", "state": "down", "error": "timed out"},
+                    {"address": "pi.local:50052", "state": "up", "free_bytes": free, "id": "a1"}]  # 10.0.0.2 again
 
     (tmp_path / "meminfo").write_text(f"MemAvailable: {int(8e9) // 1024} kB\n")
     split = SplitBackend(Survey(), str(tmp_path / "meminfo"))
@@ -129,12 +131,25 @@ def test_this_device_keeps_the_blocks_its_share_of_the_free_memory_holds(tmp_pat
     assert split.plan(gemma_gguf).local_layers < 18
 
 
+def test_worker_addresses_are_read_strictly():
+    from edge_server.backends.worker_list import parse_workers
+
+    assert parse_workers("pi.local, 10.0.0.2:50060,[fe80::1]:7,[::1],pi.local:50052") == [
+        ("pi.local", 50052), ("10.0.0.2", 50060), ("fe80::1", 7), ("::1", 50052)]
+    for wrong in (":", "10.0.0.2:abc", "[::1]:", "[::1", "[::1]x", "a:b:c", "pi:99999", "pi:0"):
+        with pytest.raises(ValueError, match="worker address|a port is"):
+            parse_workers(wrong)
+
+
 def test_a_worker_on_the_network_needs_a_key(tmp_path):
     out = subprocess.run([sys.executable, "-m", "edge_server", "worker", "--host", "0.0.0.0", "--data-dir",
                           str(tmp_path)], capture_output=True, text=True, timeout=60,
                          env={k: v for k, v in os.environ.items() if not k.startswith("EDGE_")})
     assert out.returncode == 2
     assert "needs the server's key" in out.stderr and "edge-server key" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "edge_server", "worker", "--api-key", KEY, "--port", "70000",
+                          "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--port is from 0 to 65535" in out.stderr
 
 
 @needs_rpc

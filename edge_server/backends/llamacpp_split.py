@@ -51,8 +51,12 @@ class SplitBackend(LlamaCppBackend):
         if not blocks or (not self.workers.always and self._fits(model_path)):
             return None
         here, total = available_memory(self.meminfo) or 0, rest + sum(blocks)
-        usable = [(worker, said) for worker, said in zip(self.workers.workers, self.workers.survey())
-                  if said["state"] == "up" and isinstance(said.get("free_bytes"), int) and said["free_bytes"] > 0]
+        usable, seen = [], set()
+        for worker, said in zip(self.workers.workers, self.workers.survey()):
+            if said["state"] == "up" and isinstance(said.get("free_bytes"), int) and said["free_bytes"] > 0 \
+                    and said.get("id") not in seen:  # one worker listed under two names is used once
+                usable.append((worker, said))
+                seen.add(said.get("id"))
         if not usable:
             return None
         shares = [said["free_bytes"] for _, said in usable]

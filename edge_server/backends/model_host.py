@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import socket
 import subprocess
@@ -177,8 +178,10 @@ class HostedModel:
 def start(order: dict, workers: list[str], timeout: float = 600, on_close=lambda: None) -> HostedModel:
     """Start a child, have it load the model as `order` says (model_host_child._load), and wait for it."""
     ours, theirs = socket.socketpair()
+    # GGML_NO_BACKTRACE: when a worker goes, ggml's abort would print a debugger's backtrace into our log
     child = subprocess.Popen([sys.executable, "-m", "edge_server.backends.model_host_child", str(theirs.fileno())],
-                             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             env={**os.environ, "GGML_NO_BACKTRACE": "1"})
     theirs.close()
     conn = Connection(ours.detach())
     try:

@@ -8,16 +8,18 @@ requests, stepping every stream in turn as the server's engine does (engine.py),
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 
 
-def _load(order: dict):
+def _load(order: dict, refused):
     from . import ggml_rpc, rpc_relay
     from .llamacpp import LlamaCppBackend
 
-    # llama.cpp connects to local ends of the authenticated relay, one per worker (rpc_relay.py).
-    ends = [rpc_relay.server_side(tuple(worker), order["key"]) for worker in order["workers"]]
+    # llama.cpp connects to local ends of the authenticated relay, one per worker (rpc_relay.py). A worker that
+    # refuses is told to the server before llama.cpp, finding its connection closed, aborts this process.
+    ends = [rpc_relay.server_side(tuple(worker), order["key"], refused) for worker in order["workers"]]
     ggml_rpc.add_devices([f"127.0.0.1:{end.port}" for end in ends])
     # The output layer stays here: on a worker, every token's logits (the vocabulary's size in floats, 1 MB on
     # Gemma 3) would cross the network, where a layer's output is a few KB. Tied embeddings name it token_embd.
@@ -40,8 +42,8 @@ TICK_SECONDS = 1.0  # a stream reading its prompt says it is alive this often (m
 
 
 class Host:
-    def __init__(self, model, conn: Connection):
-        self.model, self.conn = model, conn
+    def __init__(self, model, conn: Connection, send):
+        self.model, self.conn, self.send = model, conn, send
         self.streams: dict[int, tuple] = {}  # id -> (Prepared, its generator)
         self.said: dict[int, float] = {}  # id -> when the server last heard of that stream
 
@@ -66,17 +68,17 @@ class Host:
         except StopIteration:
             del self.streams[ident]
             self.said.pop(ident, None)
-            self.conn.send(("end", ident, prepared.generated, self.counters()))
+            self.send(("end", ident, prepared.generated, self.counters()))
         except Exception as exc:
             del self.streams[ident]
             self.said.pop(ident, None)
-            self.conn.send(("error", ident, f"{type(exc).__name__}: {exc}"))
+            self.send(("error", ident, f"{type(exc).__name__}: {exc}"))
         else:
             now = time.monotonic()
             if piece:
-                self.conn.send(("piece", ident, piece, prepared.generated))
+                self.send(("piece", ident, piece, prepared.generated))
             elif now - self.said.get(ident, 0) > TICK_SECONDS:
-                self.conn.send(("tick", ident))
+                self.send(("tick", ident))
             else:
                 return
             self.said[ident] = now
@@ -101,23 +103,28 @@ class Host:
         try:
             prepared = self.model.prepare(*args) if kind == "prepare" else self.model.prepare_raw(*args)
         except Exception as exc:
-            self.conn.send(("failed", ident, f"{exc}"))
+            self.send(("failed", ident, f"{exc}"))
         else:
-            self.conn.send(("prepared", ident, prepared.n_tokens, prepared.payload, prepared.stop))
+            self.send(("prepared", ident, prepared.n_tokens, prepared.payload, prepared.stop))
 
 
 def main(fd: int) -> None:
     # No PR_SET_PDEATHSIG here: it follows the thread that started us (a request's), not the server. When the
     # server goes, the socket pair closes and the next recv or send ends this process.
-    conn = Connection(fd)
+    conn, lock = Connection(fd), threading.Lock()
+
+    def send(message: tuple) -> None:  # the relays' threads tell of a refusal too
+        with lock:
+            conn.send(message)
+
     try:
-        model = _load(conn.recv())
+        model = _load(conn.recv(), lambda why: send(("failed", 0, why)))
     except Exception as exc:
-        conn.send(("failed", 0, f"{exc}"))
+        send(("failed", 0, f"{exc}"))
         return
-    conn.send(("ready", 0, {"n_ctx": model.n_ctx, "parallel": model.parallel, "memory": _resident(),
-                            "capabilities": sorted(model.capabilities)}))
-    host = Host(model, conn)
+    send(("ready", 0, {"n_ctx": model.n_ctx, "parallel": model.parallel, "memory": _resident(),
+                       "capabilities": sorted(model.capabilities)}))
+    host = Host(model, conn, send)
     try:
         host.run()
     finally:

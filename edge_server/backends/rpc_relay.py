@@ -10,7 +10,8 @@ The handshake (SHA-256 HMACs, 32-byte random nonces):
     worker -> client   MAGIC + nonce_w
     client -> worker   nonce_c + HMAC(key, "client" + nonce_w + nonce_c)
     worker -> client   HMAC(key, "worker" + nonce_c + nonce_w)         (only if the client's proof holds)
-    client -> worker   RELAY (then ggml's own protocol) or STATUS (the worker answers one JSON line, closes)
+    client -> worker   RELAY or STATUS (the worker answers one JSON line, and closes)
+    worker -> client   (to RELAY) TAKEN, then ggml's own protocol; or BUSY (another client has it), and closes
 A client that fails, or has not finished within HANDSHAKE_SECONDS, is closed before a byte reaches ggml. The
 bytes after it are not encrypted: the key keeps strangers out, it does not hide the model's activations.
 Connections across the network have TCP keep-alives of a few seconds, so a worker that drops off the
@@ -22,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import socket
 import threading
@@ -33,7 +35,10 @@ MAGIC = b"EDGE-RPC/1\n"
 NONCE = 32
 HANDSHAKE_SECONDS = 5.0  # the whole handshake, not each read
 MAX_HANDSHAKES = 16  # connections a worker lets prove themselves at once
+MAX_PER_ADDRESS = 4  # of those, from one address: a stranger cannot take all the places
+CONNECT_TRIES = 3  # the server's tries to reach a worker (a stranger may hold its handshake places a moment)
 RELAY, STATUS = b"R", b"S"
+TAKEN, BUSY = b"+", b"-"
 _CHUNK = 1 << 16
 KEEPALIVE = (3, 1, 3)  # seconds idle before probing, seconds between probes, probes unanswered: ~6 s to notice
 UNACKED_MS = 10_000  # data sent and not acknowledged for this long (the peer is gone mid-exchange) ends it too
@@ -109,12 +114,20 @@ def prove(sock: socket.socket, key: str, mode: bytes = RELAY, seconds: float = H
         sock.settimeout(None)
 
 
+class WorkerBusy(ConnectionError):
+    """The worker serves another client (ggml's server takes one at a time)."""
+
+
 def connect(worker: tuple[str, int], key: str, mode: bytes = RELAY, timeout: float = HANDSHAKE_SECONDS):
-    """A connection to `worker` that has passed the handshake (raises OSError, PermissionError)."""
+    """A connection to `worker` that has passed the handshake and, for RELAY, holds the worker (raises
+    OSError, PermissionError, WorkerBusy)."""
     sock = socket.create_connection(worker, timeout=timeout)
     try:
         keep_alive(sock)
         prove(sock, key, mode, timeout)
+        if mode == RELAY and _read_exactly(sock, 1, time.monotonic() + timeout) != TAKEN:
+            raise WorkerBusy("the worker is in use by another model (another server's?)")
+        sock.settimeout(None)
     except BaseException:
         sock.close()
         raise
@@ -238,7 +251,23 @@ def worker_side(host: str, port: int, target: tuple[str, int], key: str, status=
     what is relayed."""
     traffic = traffic or Traffic()
     handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
+    per_address: dict[str, int] = {}
+    places = threading.Lock()
     warned = [0.0]
+
+    def take_place(address: str) -> bool:
+        with places:
+            if per_address.get(address, 0) >= MAX_PER_ADDRESS or not handshakes.acquire(blocking=False):
+                return False
+            per_address[address] = per_address.get(address, 0) + 1
+            return True
+
+    def give_place(address: str) -> None:
+        with places:
+            per_address[address] -= 1
+            if not per_address[address]:
+                del per_address[address]
+            handshakes.release()
 
     def warn(message: str) -> None:  # at most one line every 10 s, whatever a stranger sends
         if time.monotonic() - warned[0] > 10:
@@ -246,15 +275,20 @@ def worker_side(host: str, port: int, target: tuple[str, int], key: str, status=
             log.warning("%s", message)
 
     def handle(sock: socket.socket) -> None:
-        if not handshakes.acquire(blocking=False):
-            warn("refused connections to the worker: too many handshakes at once")
+        try:
+            address = sock.getpeername()[0]
+        except OSError:
+            sock.close()
+            return
+        if not take_place(address):
+            warn(f"refused connections to the worker: too many handshakes at once (from {address}?)")
             sock.close()
             return
         try:
             keep_alive(sock)
             mode = admit(sock, key)
         finally:
-            handshakes.release()
+            give_place(address)
         if mode is None:
             warn("refused a connection to the worker: no proof of the key")
             sock.close()
@@ -268,11 +302,16 @@ def worker_side(host: str, port: int, target: tuple[str, int], key: str, status=
             return
         if not traffic.claim():  # a second client would hang in ggml's queue: refused instead
             warn("refused a second client: a model already uses this worker")
+            try:
+                sock.sendall(BUSY)
+            except OSError:
+                pass
             sock.close()
             return
         try:
             upstream = socket.create_connection(target)
             upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(TAKEN)
         except OSError as exc:
             traffic.release()
             log.warning("the RPC server at %s:%d does not answer: %s", *target, exc)
@@ -286,16 +325,62 @@ def worker_side(host: str, port: int, target: tuple[str, int], key: str, status=
     return Relay(host, port, handle)
 
 
-def server_side(worker: tuple[str, int], key: str) -> Relay:
-    """A loopback port for llama.cpp's RPC client: each connection to it is carried to `worker` after the
-    handshake (a worker that fails it gets nothing and the local connection is closed)."""
+def _from_this_process(sock: socket.socket) -> bool:
+    """Whether the peer of an accepted loopback connection is a socket of this very process, from Linux's
+    /proc: another program on this device must not borrow our end of the handshake. True where /proc does
+    not tell (Android keeps /proc/net from apps)."""
+    mine, theirs = sock.getsockname()[1], sock.getpeername()[1]
+    found = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = [line.split() for line in f.readlines()[1:]]
+        except OSError:
+            continue
+        found = found or False
+        for row in rows:
+            if int(row[1].rsplit(":", 1)[1], 16) == theirs and int(row[2].rsplit(":", 1)[1], 16) == mine:
+                return f"socket:[{row[9]}]" in _open_files()
+    return found is None
+
+
+def _open_files() -> set[str]:
+    """What this process's file descriptors point at (Linux /proc)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # closed meanwhile (the listing's own)
+            pass
+    return found
+
+
+def server_side(worker: tuple[str, int], key: str, refused=lambda why: None) -> Relay:
+    """A loopback port for llama.cpp's RPC client in this process: each connection to it is carried to `worker`
+    after the handshake. A worker that fails it, or is busy, gets nothing, `refused(why)` is told, and the local
+    connection is closed; a connection from another process is closed at once."""
 
     def handle(sock: socket.socket) -> None:
+        if not _from_this_process(sock):
+            log.warning("refused a local connection to a worker's relay from another process")
+            sock.close()
+            return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            upstream = connect(worker, key)
-        except (OSError, ConnectionError, PermissionError) as exc:
-            log.warning("worker %s:%d refused or unreachable: %s", *worker, exc)
+        for attempt in range(CONNECT_TRIES):
+            try:
+                upstream = connect(worker, key)
+                break
+            except (PermissionError, WorkerBusy) as exc:
+                why = f"worker {worker[0]}:{worker[1]} refused: {exc}"
+            except ConnectionError as exc:  # refused, or closed at once (its handshake places taken): again
+                why = f"worker {worker[0]}:{worker[1]} is unreachable: {exc}"
+                if attempt + 1 < CONNECT_TRIES:
+                    time.sleep(0.5)
+                    continue
+            except OSError as exc:
+                why = f"worker {worker[0]}:{worker[1]} is unreachable: {exc}"
+            log.warning("%s", why)
+            refused(why)
             sock.close()
             return
         relay(sock, upstream)

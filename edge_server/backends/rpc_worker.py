@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -44,6 +45,7 @@ class Worker:
     def __init__(self, host: str, port: int, key: str, threads: int, cache_dir: Path,
                  meminfo: str = "/proc/meminfo"):
         self.threads, self.cache_dir, self.meminfo = threads, Path(cache_dir), meminfo
+        self.id = secrets.token_hex(8)  # one worker listed twice (by name and by address) is used once
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._target = ("127.0.0.1", _free_port())
         self._closing = threading.Event()
@@ -88,7 +90,8 @@ class Worker:
                     log.error("%s", exc)
 
     def status(self) -> dict:
-        return {"version": __version__, "free_bytes": available_memory(self.meminfo), "total_bytes": _total_memory(),
+        return {"id": self.id, "version": __version__, "free_bytes": available_memory(self.meminfo),
+                "total_bytes": _total_memory(),
                 "threads": self.threads, "busy": self.traffic.clients > 0, **self.traffic.counts()}
 
     def close(self) -> None:

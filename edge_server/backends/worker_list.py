@@ -1,6 +1,7 @@
 """The workers a server may split models over (EDGE_WORKERS), and what each says of itself right now."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,22 +12,23 @@ from .rpc_worker import DEFAULT_PORT
 SURVEY_SECONDS = 2.0  # a survey this recent is reused (a launch asks twice: the memory check, the load)
 
 
+_ADDRESS = re.compile(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?|([^\s:\[\]]+)(?::(\d+))?")
+
+
 def parse_workers(text: str) -> list[tuple[str, int]]:
-    """"host:port,host,[v6]:port" -> [(host, port)]; the port defaults to the worker's (50052)."""
+    """"host:port,host,[v6]:port" -> [(host, port)], each once; the port defaults to the worker's (50052)."""
     found = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        host, port = item, DEFAULT_PORT
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else DEFAULT_PORT
-        elif item.count(":") == 1:
-            host, port = item.split(":")
-            port = int(port)
-        if not host or not 0 < port < 65536:
-            raise ValueError(f"{item!r} is not a worker address (host:port)")
-        found.append((host, port))
+        match = _ADDRESS.fullmatch(item)
+        if not match:
+            raise ValueError(f"{item!r} is not a worker address: write host, host:port or [IPv6 address]:port")
+        port = int(match[2] or match[4] or DEFAULT_PORT)
+        if not 0 < port < 65536:
+            raise ValueError(f"{item!r}: a port is from 1 to 65535")
+        if (match[1] or match[3], port) not in found:
+            found.append((match[1] or match[3], port))
     return found
 
 
@@ -55,7 +57,7 @@ class WorkerList:
             return {**entry, "state": "down", "error": str(exc) or type(exc).__name__}
         return {**entry, "state": "busy" if said.get("busy") else "up", "free_bytes": said.get("free_bytes"),
                 "total_bytes": said.get("total_bytes"), "threads": said.get("threads"),
-                "version": said.get("version")}
+                "version": said.get("version"), "id": said.get("id")}
 
     def forget(self) -> None:
         """The next survey asks again (a model has just taken or left the workers)."""
