@@ -34,6 +34,10 @@ class Prepared:
 
 
 class LoadedModel(Protocol):
+    """Optional too: warm_up() (Backend.load), cache_used and prompt_tokens (counters for status and metrics);
+    and a model computing in another process (model_host.py) has elsewhere = True (it gets an engine thread of
+    its own), memory_bytes (that process's), workers (the devices it is split over) and lost (None, or why it
+    must be launched again: every call then raises ModelLost)."""
     n_ctx: int  # context in tokens, prompt and answer together, that one stream may fill (its streams share it)
     parallel: int  # streams it computes at once (the queue lets that many requests in); 1 if it has no such field
     capabilities: frozenset[str]  # TEXT and VISION here; IMAGE_OUT and SPEECH_OUT models are below
