@@ -11,17 +11,15 @@ from .backends import BackendRegistry, LoadedModel
 from .catalog import Catalog, ModelSpec
 from .cpu import default_threads
 from .engine import Engine
-from .errors import (EdgeError, InsufficientMemory, InvalidRequest, ModelLoadError, ModelNotInstalled,
-                     ModelNotRunning)
-from .memory import available_memory, release_free_heap, resident_memory
+from .errors import EdgeError, InvalidRequest, ModelLoadError, ModelNotInstalled, ModelNotRunning
+from .memory import release_free_heap, resident_memory
+from .memory_check import CTX_BLOCK, check_memory
 from .metrics import Metrics
 from .queueing import ModelSlot, SlowWork
 from .settings import Settings
 from .store import ModelStore
 
 log = logging.getLogger("edge_server.models")
-CTX_BLOCK = 256  # llama.cpp's context granularity (and minimum)
-DEFAULT_PARALLEL = 4  # streams a GGUF model decodes together, when memory allows and nobody says otherwise
 MAX_PARALLEL = 16
 
 
@@ -140,14 +138,15 @@ class ModelManager:
               current: RunningModel | None) -> RunningModel:
         """Load the model (in place of `current`, if running with another context); the caller holds its lock.
 
-        parallel None: DEFAULT_PARALLEL streams, or as many as the available memory holds (at least one)."""
+        parallel None: memory_check.DEFAULT_PARALLEL streams, or as many as the available memory holds (at least one)."""
         backend = self.registry.get(spec.backend)
         try:
             trained = backend.trained_context(files.model)
         except (ValueError, OSError) as exc:
             raise ModelLoadError(f"Model {spec.name!r} could not be loaded: {exc}") from exc
         n = min(wanted, trained) if trained else wanted
-        streams = self._check_memory(spec, backend, files, n, parallel, current, enforce=not force)
+        running_copy = (current.model.n_ctx, current.slot.capacity) if current is not None else None
+        streams = check_memory(spec, backend, files, n, parallel, self.settings, not force, running_copy)
         self._busy[spec.name] = {"state": "loading"}
         if current is not None:
             self._stop(current)
@@ -204,32 +203,6 @@ class ModelManager:
                 self._busy.pop(spec.name, None)
             self._unloaded.pop(spec.name, None)
             return running
-
-    def _check_memory(self, spec: ModelSpec, backend, files, n_ctx: int, parallel: int | None,
-                      current: RunningModel | None, enforce: bool) -> int:
-        """The streams to load with: `parallel`, or (None) DEFAULT_PARALLEL or fewer if the available memory
-        holds fewer. Refuses a load that the available memory cannot hold (the estimate errs high)."""
-        try:
-            needs = backend.memory_needs(files.model, files.mmproj) if hasattr(backend, "memory_needs") else None
-        except (ValueError, OSError):
-            needs = None  # an unreadable header fails the load itself, with its own message
-        available = available_memory(self.settings.meminfo_path) if self.settings.memory_check else None
-        if needs is None or available is None:
-            return parallel or DEFAULT_PARALLEL
-        if current is not None:  # a relaunch with another context: the running copy goes first
-            available += needs.at(current.model.n_ctx, current.slot.capacity)
-        streams = parallel or next((p for p in range(DEFAULT_PARALLEL, 1, -1) if needs.at(n_ctx, p) <= available), 1)
-        if not enforce or needs.at(n_ctx, streams) <= available:
-            return streams
-        largest = needs.largest_context(available, streams)
-        gb = lambda size: f"{size / 1e9:.2f} GB"  # noqa: E731
-        advice = (f"At n_ctx {largest} it would fit" if largest >= CTX_BLOCK else "It does not fit at any context size")
-        each, fewer = (f" with {streams} streams", 'send a smaller "parallel", ') if streams > 1 else ("", "")
-        raise InsufficientMemory(
-            f"Model {spec.name!r} needs about {gb(needs.at(n_ctx, streams))} at n_ctx {n_ctx}{each} (weights "
-            f"{gb(needs.weights)}, context {gb(needs.cache(n_ctx, streams) + n_ctx * needs.work_per_token)}, "
-            f"runtime {gb(needs.fixed)}); {gb(available)} is available. {advice}; close other apps, "
-            f"{fewer}or send \"force\": true to load it anyway.")
 
     def _download(self, spec: ModelSpec):
         """Download, holding a place among the server's slow work; kill or delete cancels it."""
