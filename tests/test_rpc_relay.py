@@ -160,30 +160,47 @@ def test_a_trickling_client_gets_no_more_than_the_handshake_time(worker, monkeyp
     assert echo.connections == 0
 
 
-def test_handshakes_at_once_are_bounded_and_the_worker_stays_open(monkeypatch):
-    monkeypatch.setattr(rpc_relay, "MAX_HANDSHAKES", 2)
-    echo = Echo()
-    relay = rpc_relay.worker_side("127.0.0.1", 0, echo.address, KEY, status=lambda: {"ok": True})
-    try:
-        silent = [socket.create_connection(("127.0.0.1", relay.port)) for _ in range(2)]
-        for sock in silent:
-            challenge(sock)  # both in their handshake, saying nothing more
-        with socket.create_connection(("127.0.0.1", relay.port)) as extra:
-            extra.settimeout(10)
-            assert closed_without_a_byte(extra)  # the third is closed at once, not queued
-        for sock in silent:
-            sock.close()
-        deadline = time.monotonic() + 10
-        while True:  # their places free up: a client with the key is served again
-            try:
-                assert rpc_relay.ask_status(("127.0.0.1", relay.port), KEY) == {"ok": True}
-                break
-            except (OSError, ConnectionError):
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-    finally:
+@pytest.fixture
+def status_worker():
+    """A worker whose STATUS is {"ok": true}, made in the test (after it patches the limits)."""
+    made = []
+
+    def make():
+        echo = Echo()
+        made.append((echo, rpc_relay.worker_side("127.0.0.1", 0, echo.address, KEY, status=lambda: {"ok": True})))
+        return made[-1][1]
+
+    yield make
+    for echo, relay in made:
         relay.close()
         echo.listener.close()
+
+
+def silent_handshakes(port: int, n: int) -> list[socket.socket]:
+    """n connections that take a handshake place and say nothing after the challenge."""
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    for sock in socks:
+        challenge(sock)
+    return socks
+
+
+def test_handshakes_at_once_are_bounded_and_the_worker_stays_open(monkeypatch, status_worker):
+    monkeypatch.setattr(rpc_relay, "MAX_HANDSHAKES", 2)
+    relay = status_worker()
+    silent = silent_handshakes(relay.port, 2)  # both in their handshake, saying nothing more
+    with socket.create_connection(("127.0.0.1", relay.port)) as extra:
+        extra.settimeout(10)
+        assert closed_without_a_byte(extra)  # the third is closed at once, not queued
+    for sock in silent:
+        sock.close()
+    deadline = time.monotonic() + 10
+    while True:  # their places free up: a client with the key is served again
+        try:
+            assert rpc_relay.ask_status(("127.0.0.1", relay.port), KEY) == {"ok": True}
+            break
+        except (OSError, ConnectionError):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
 
 
 def test_a_worker_serves_one_client_and_says_so_to_the_next(worker):
@@ -232,24 +249,17 @@ def test_the_local_end_serves_only_its_own_process(worker):
         local.close()
 
 
-def test_one_address_cannot_take_every_handshake_place(monkeypatch):
+def test_one_address_cannot_take_every_handshake_place(monkeypatch, status_worker):
     monkeypatch.setattr(rpc_relay, "MAX_PER_ADDRESS", 2)
-    echo = Echo()
-    relay = rpc_relay.worker_side("127.0.0.1", 0, echo.address, KEY, status=lambda: {"ok": True})
-    try:
-        squatters = [socket.create_connection(("127.0.0.1", relay.port)) for _ in range(2)]
-        for sock in squatters:
-            challenge(sock)
-        with socket.create_connection(("127.0.0.1", relay.port)) as third:  # the same address: refused
-            assert closed_without_a_byte(third)
-        with socket.socket() as other:  # another address (127.0.0.2 is loopback too): its handshake runs
-            other.bind(("127.0.0.2", 0))
-            other.connect(("127.0.0.1", relay.port))
-            rpc_relay.prove(other, KEY, rpc_relay.STATUS)
-            other.settimeout(10)
-            assert other.recv(100) == b'{"ok": true}\n'
-        for sock in squatters:
-            sock.close()
-    finally:
-        relay.close()
-        echo.listener.close()
+    relay = status_worker()
+    squatters = silent_handshakes(relay.port, 2)
+    with socket.create_connection(("127.0.0.1", relay.port)) as third:  # the same address: refused
+        assert closed_without_a_byte(third)
+    with socket.socket() as other:  # another address (127.0.0.2 is loopback too): its handshake runs
+        other.bind(("127.0.0.2", 0))
+        other.connect(("127.0.0.1", relay.port))
+        rpc_relay.prove(other, KEY, rpc_relay.STATUS)
+        other.settimeout(10)
+        assert other.recv(100) == b'{"ok": true}\n'
+    for sock in squatters:
+        sock.close()

@@ -109,7 +109,7 @@ def test_this_device_keeps_the_blocks_its_share_of_the_free_memory_holds(tmp_pat
     class Survey:  # a worker up with the rest of the free memory, one down
         workers, key, always = [("10.0.0.2", 50052), ("10.0.0.3", 50052), ("pi.local", 50052)], "", True
 
-        def survey(self, fresh=False):
+        def survey(self):
             free = int(8e9 * (total - room) / room)
             return [{"address": "10.0.0.2:50052", "state": "up", "free_bytes": free, "id": "a1"},
                     {"address": "10.0.0.3:50052", "state": "down", "error": "timed out"},

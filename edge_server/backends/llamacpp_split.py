@@ -48,9 +48,9 @@ class SplitBackend(LlamaCppBackend):
         workers are for every model (EDGE_SPLIT=always), a model whose weights take at most FITS of this
         device's free memory is not split: it runs faster here, and leaves the workers to a big one."""
         blocks, rest = block_sizes(model_path)
-        if not blocks or (not self.workers.always and self._fits(model_path)):
-            return None
         here, total = available_memory(self.meminfo) or 0, rest + sum(blocks)
+        if not blocks or (not self.workers.always and total <= here * FITS):
+            return None
         usable, seen = [], set()
         for worker, said in zip(self.workers.workers, self.workers.survey()):
             if said["state"] == "up" and isinstance(said.get("free_bytes"), int) and said["free_bytes"] > 0 \

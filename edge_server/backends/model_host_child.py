@@ -12,6 +12,8 @@ import threading
 import time
 from multiprocessing.connection import Connection
 
+from ..memory import resident_memory
+
 
 def _load(order: dict, refused):
     from . import ggml_rpc, rpc_relay
@@ -30,12 +32,6 @@ def _load(order: dict, refused):
                                             "tensor_buft_overrides": here})
     list(model.warm_up())
     return model
-
-
-def _resident() -> int | None:
-    from ..memory import resident_memory
-
-    return resident_memory()
 
 
 TICK_SECONDS = 1.0  # a stream reading its prompt says it is alive this often (model_host.STALL_SECONDS)
@@ -122,7 +118,7 @@ def main(fd: int) -> None:
     except Exception as exc:
         send(("failed", 0, f"{exc}"))
         return
-    send(("ready", 0, {"n_ctx": model.n_ctx, "parallel": model.parallel, "memory": _resident(),
+    send(("ready", 0, {"n_ctx": model.n_ctx, "parallel": model.parallel, "memory": resident_memory(),
                        "capabilities": sorted(model.capabilities)}))
     host = Host(model, conn, send)
     try:

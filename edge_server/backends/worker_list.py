@@ -64,11 +64,11 @@ class WorkerList:
         with self._lock:
             self._last = None
 
-    def survey(self, fresh: bool = False) -> list[dict]:
+    def survey(self) -> list[dict]:
         """Each worker's {address, state (up, busy: a model uses it, down, refused: the key differs),
         free_bytes, total_bytes, threads, version}, asked at once."""
         with self._lock:
-            if not fresh and self._last and time.monotonic() - self._last[0] < SURVEY_SECONDS:
+            if self._last and time.monotonic() - self._last[0] < SURVEY_SECONDS:
                 return self._last[1]
             with ThreadPoolExecutor(max_workers=max(1, len(self.workers))) as pool:
                 found = list(pool.map(self._ask, self.workers))
