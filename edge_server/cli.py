@@ -258,7 +258,8 @@ def _print_catalog(edge, url: str | None) -> None:
         print("  ".join(cells + [row[-1]]).rstrip())
     for worker in workers:  # EDGE_WORKERS: each as the server sees it now
         free = f", {_human(worker['free_bytes'])} free" if worker.get("free_bytes") else ""
-        print(f"worker {worker['address']}: {worker['state']}{free}"
+        why = f" ({worker['error']})" if worker.get("error") else ""
+        print(f"worker {worker['address']}: {worker['state']}{why}{free}"
               f"{'; runs part of ' + ', '.join(worker['models']) if worker.get('models') else ''}")
 
 

@@ -211,8 +211,9 @@ def _paths() -> dict:
                 workers={"type": "array", "description": "Only with EDGE_WORKERS, and with the key when the server "
                                                         "has one: each worker as it says now",
                          "items": _object(["address", "state", "models"], address={"type": "string"},
-                                          state={"enum": ["up", "busy", "down", "refused"], "description":
-                                                 "busy: a model uses it; refused: it does not hold this key"},
+                                          state={"enum": ["up", "busy", "down", "refused", "mismatch"], "description":
+                                                 "busy: a model uses it; refused: it does not hold this key; "
+                                                 "mismatch: it runs another llama-cpp-python (unused)"},
                                           models=STRINGS, free_bytes={"type": "integer"},
                                           total_bytes={"type": "integer"}, threads={"type": "integer"},
                                           version={"type": "string"}, error={"type": "string"})})}}},

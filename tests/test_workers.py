@@ -141,6 +141,38 @@ def test_worker_addresses_are_read_strictly():
             parse_workers(wrong)
 
 
+def test_a_worker_with_another_llama_cpp_is_not_used_and_says_why(tmp_path, gemma_gguf, caplog):
+    """Two relays answer the status request as workers do (the real handshake, on loopback): one has this
+    server's llama-cpp-python, the other another one, which llama.cpp would refuse mid-load. Only the first
+    gets layers; the other is shown as a mismatch with both versions, and the log says why it was left out."""
+    from edge_server.backends.llamacpp_split import SplitBackend
+    from edge_server.backends.worker_list import WorkerList
+
+    ours = ggml_rpc.llama_cpp_version()
+
+    def worker(llama_cpp: str, ident: str):
+        said = {"id": ident, "llama_cpp": llama_cpp, "free_bytes": 8 << 30, "total_bytes": 16 << 30, "threads": 4,
+                "busy": False}
+        return rpc_relay.worker_side("127.0.0.1", 0, ("127.0.0.1", free_port()), KEY, status=lambda: said)
+
+    same, other = worker(ours, "a"), worker("0.2.0", "b")
+    try:
+        workers = WorkerList([("127.0.0.1", same.port), ("127.0.0.1", other.port)], KEY, always=True)
+        states = workers.survey()
+        assert [w["state"] for w in states] == ["up", "mismatch"]
+        assert "llama-cpp-python 0.2.0" in states[1]["error"] and ours in states[1]["error"]
+        (tmp_path / "meminfo").write_text(f"MemAvailable: {1 << 20} kB\n")
+        split = SplitBackend(workers, str(tmp_path / "meminfo"))
+        plan = split.plan(gemma_gguf)
+        assert plan.workers == [("127.0.0.1", same.port)]
+        with caplog.at_level("WARNING", "edge_server.split"):
+            split._say_why(gemma_gguf, plan)
+        assert f"127.0.0.1:{other.port} (mismatch: it runs llama-cpp-python 0.2.0" in caplog.text
+    finally:
+        same.close()
+        other.close()
+
+
 def test_a_worker_on_the_network_needs_a_key(tmp_path):
     out = subprocess.run([sys.executable, "-m", "edge_server", "worker", "--host", "0.0.0.0", "--data-dir",
                           str(tmp_path)], capture_output=True, text=True, timeout=60,

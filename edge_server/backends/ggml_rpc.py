@@ -134,6 +134,16 @@ def serve(endpoint: str, threads: int, cache_dir: str | None) -> None:
     raise RuntimeError(f"ggml's RPC server could not start on {endpoint}")
 
 
+def llama_cpp_version() -> str | None:
+    """The installed llama-cpp-python's version: ggml's RPC protocol is only sure to match between the same ones."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llama-cpp-python")
+    except PackageNotFoundError:
+        return None
+
+
 def ensure() -> int:
     """Rebuild the installed llama-cpp-python (same version) with GGML_RPC on, if it was built without it.
     CMAKE_ARGS already set (Termux's -DGGML_OPENMP=OFF) are kept; --no-cache-dir, or pip would reuse the
@@ -142,11 +152,10 @@ def ensure() -> int:
         print("llama-cpp-python has the RPC backend")
         return 0
     import subprocess
-    from importlib.metadata import version
 
     args = " ".join(a for a in os.environ.get("CMAKE_ARGS", "").split() if not a.startswith("-DGGML_RPC"))
     env = {**os.environ, "CMAKE_ARGS": f"{args} -DGGML_RPC=on".strip()}
-    wanted = f"llama-cpp-python=={version('llama-cpp-python')}"
+    wanted = f"llama-cpp-python=={llama_cpp_version()}"
     print(f"rebuilding {wanted} with the RPC backend (CMAKE_ARGS={env['CMAKE_ARGS']}); this compiles llama.cpp",
           flush=True)
     return subprocess.call([sys.executable, "-m", "pip", "install", "--no-cache-dir", "--force-reinstall", "--no-deps",

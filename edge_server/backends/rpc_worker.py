@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..memory import available_memory
 from ..version import __version__
-from . import rpc_relay
+from . import ggml_rpc, rpc_relay
 
 log = logging.getLogger("edge_server.worker")
 
@@ -90,7 +90,7 @@ class Worker:
                     log.error("%s", exc)
 
     def status(self) -> dict:
-        return {"id": self.id, "version": __version__, "free_bytes": available_memory(self.meminfo),
+        return {"id": self.id, "version": __version__, "llama_cpp": ggml_rpc.llama_cpp_version(), "free_bytes": available_memory(self.meminfo),
                 "total_bytes": _total_memory(),
                 "threads": self.threads, "busy": self.traffic.clients > 0, **self.traffic.counts()}
 

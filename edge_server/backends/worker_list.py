@@ -6,7 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import rpc_relay
+from . import ggml_rpc, rpc_relay
 from .rpc_worker import DEFAULT_PORT
 
 SURVEY_SECONDS = 2.0  # a survey this recent is reused (a launch asks twice: the memory check, the load)
@@ -55,9 +55,14 @@ class WorkerList:
             return {**entry, "state": "refused", "error": str(exc)}
         except (OSError, ValueError) as exc:
             return {**entry, "state": "down", "error": str(exc) or type(exc).__name__}
-        return {**entry, "state": "busy" if said.get("busy") else "up", "free_bytes": said.get("free_bytes"),
-                "total_bytes": said.get("total_bytes"), "threads": said.get("threads"),
-                "version": said.get("version"), "id": said.get("id")}
+        entry.update(state="busy" if said.get("busy") else "up", free_bytes=said.get("free_bytes"),
+                     total_bytes=said.get("total_bytes"), threads=said.get("threads"), version=said.get("version"),
+                     id=said.get("id"))
+        theirs, ours = said.get("llama_cpp"), ggml_rpc.llama_cpp_version()
+        if theirs != ours:  # llama.cpp would refuse it mid-load (another RPC protocol), or worse
+            entry.update(state="mismatch", error=f"it runs llama-cpp-python {theirs or '(unknown)'} and this server "
+                                                 f"{ours}: install the same version on both")
+        return entry
 
     def forget(self) -> None:
         """The next survey asks again (a model has just taken or left the workers)."""
@@ -65,8 +70,8 @@ class WorkerList:
             self._last = None
 
     def survey(self) -> list[dict]:
-        """Each worker's {address, state (up, busy: a model uses it, down, refused: the key differs),
-        free_bytes, total_bytes, threads, version}, asked at once."""
+        """Each worker's {address, state (up, busy: a model uses it, down, refused: the key differs, mismatch:
+        another llama-cpp-python), free_bytes, total_bytes, threads, version}, asked at once."""
         with self._lock:
             if self._last and time.monotonic() - self._last[0] < SURVEY_SECONDS:
                 return self._last[1]
