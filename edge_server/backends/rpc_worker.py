@@ -90,8 +90,8 @@ class Worker:
                     log.error("%s", exc)
 
     def status(self) -> dict:
-        return {"id": self.id, "version": __version__, "llama_cpp": ggml_rpc.llama_cpp_version(), "free_bytes": available_memory(self.meminfo),
-                "total_bytes": _total_memory(),
+        return {"id": self.id, "version": __version__, "llama_cpp": ggml_rpc.llama_cpp_version(),
+                "free_bytes": available_memory(self.meminfo), "total_bytes": _total_memory(),
                 "threads": self.threads, "busy": self.traffic.clients > 0, **self.traffic.counts()}
 
     def close(self) -> None:
