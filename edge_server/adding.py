@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from .backends.gguf_header import describe
-from .catalog import NAME_RE, Catalog, builtin_names
+from .catalog import NAME_RE, Catalog, builtin_names, user_entries
 from .errors import CatalogError
 
 MODELS_FILE = "models.json"
@@ -26,18 +26,6 @@ def name_for(path: Path) -> str:
     stem = path.name[:-len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
     name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._")[:128]
     return name or "model"
-
-
-def _read_entries(models_file: Path) -> dict:
-    try:
-        entries = json.loads(models_file.read_text("utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise AddError(f"{models_file}: not readable JSON ({exc}); fix or remove it first") from None
-    if not isinstance(entries, dict):
-        raise AddError(f"{models_file}: expected an object mapping model names to entries")
-    return entries
 
 
 def _check_gguf(path: Path, what: str) -> dict:
@@ -68,7 +56,10 @@ def add_local(data_dir: Path, path, name: str | None = None, mmproj=None, n_ctx:
     if n_ctx is not None:
         entry["n_ctx"] = n_ctx
     models_file = Path(data_dir) / MODELS_FILE
-    entries = _read_entries(models_file)
+    try:
+        entries = user_entries(models_file)
+    except CatalogError as exc:
+        raise AddError(f"{exc}; fix or remove it first") from None
     if name is None:
         same = [n for n, e in entries.items() if isinstance(e, dict) and e.get("path") == str(path)]
         if same:

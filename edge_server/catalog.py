@@ -113,7 +113,7 @@ def _builtin_entries() -> dict:
     return json.loads(resources.files(__package__).joinpath("catalog.json").read_text("utf-8"))
 
 
-def _user_entries(path: Path) -> dict:
+def user_entries(path: Path) -> dict:
     try:
         data = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
@@ -135,7 +135,7 @@ class Catalog:
 
     @classmethod
     def load(cls, user_file: Path | None = None) -> "Catalog":
-        user = _user_entries(user_file) if user_file else {}
+        user = user_entries(user_file) if user_file else {}
         try:
             return cls.load_entries(user)
         except CatalogError as exc:

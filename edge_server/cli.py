@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["serve", *argv]
     args = _parser().parse_args(argv)
     _setup_logging(args.log_level, args.log_file or os.environ.get("EDGE_LOG_FILE"))
-    if args.verbose or os.environ.get("EDGE_VERBOSE", "").lower() in ("1", "true", "yes", "on"):
+    from .settings import truthy
+
+    if args.verbose or truthy(os.environ.get("EDGE_VERBOSE", "")):
         logging.getLogger("edge_server.llama_cpp").setLevel(logging.DEBUG)  # backends/llama_logs.py
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "threads": args.threads,
                  "n_threads": args.n_threads, "parallel": args.parallel, "keep_alive": args.keep_alive, "memory_check": args.memory_check,
@@ -283,15 +285,15 @@ def _running_models(url: str | None, api_key: str | None) -> tuple[dict[str, str
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         r = requests.get(f"{url.rstrip('/')}/model/list", headers=headers, timeout=3)
-        models = r.json()["models"] if r.ok else []
+        if not r.ok:
+            return None
         running = {m["model_name"]: "lost: a worker went" if m.get("lost") else
                    "yes, + " + ", ".join(m["workers"]) if m.get("workers") else "yes"
-                   for m in models if m.get("state") == "running"}
-        workers = (requests.get(f"{url.rstrip('/')}/health", headers=headers, timeout=5).json().get("workers", [])
-                   if r.ok else [])
+                   for m in r.json()["models"] if m.get("state") == "running"}
+        workers = requests.get(f"{url.rstrip('/')}/health", headers=headers, timeout=5).json().get("workers", [])
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return None
-    return (running, workers) if r.ok else None
+    return running, workers
 
 
 def _setup_logging(level: str, log_file: str | None) -> None:

@@ -100,14 +100,16 @@ def _hostname(host_header: str) -> str:
 def key_given(api_key: str) -> bool:
     """Whether the request carries `api_key`: Bearer, X-API-Key, or Basic with the key as its password (a key
     in a URL: http://edge:<key>@host)."""
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
-    given = token.strip() if scheme.lower() == "bearer" else request.headers.get("X-API-Key", "")
-    if scheme.lower() == "basic":
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        given = token.strip()
+    elif scheme.lower() == "basic":
         try:
             given = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")[2]
         except (binascii.Error, ValueError):
             given = ""
+    else:
+        given = request.headers.get("X-API-Key", "")
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), api_key.encode())
 
 
@@ -136,9 +138,6 @@ class Guard:
             return True  # the server's own pages
         return "*" in self.cors_origins or origin.rstrip("/").lower() in self.cors_origins
 
-    def key_given(self) -> bool:
-        return key_given(self.api_key)
-
     def check(self) -> None:
         """Raise the error the current request should get, if any."""
         if not self.host_allowed(request.host):
@@ -151,7 +150,7 @@ class Guard:
             raise EdgeError(f"Requests from {origin!r} are not allowed; add it with --cors-origins.", status=403,
                             code="origin_not_allowed")
         public = request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES)
-        if self.api_key and not public and not self.key_given():
+        if self.api_key and not public and not key_given(self.api_key):
             how = next((how for prefix, how in KEY_HOW.items() if request.path.startswith(prefix)), "")
             raise Unauthorized(f"{KEY_NEEDED}, 'X-API-Key: <key>', or as the password of HTTP basic auth. {how}".strip())
         if request.method not in SAFE_METHODS and request.routing_exception is None:  # else 404/405 first

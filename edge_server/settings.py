@@ -14,7 +14,7 @@ def default_data_dir() -> Path:
     return Path(base) / "edge-server"
 
 
-def _truthy(value: str) -> bool:
+def truthy(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -91,7 +91,7 @@ def _convert(f: dataclasses.Field, raw):
         return None
     kind = str(f.type)
     if kind.startswith("bool"):
-        return raw if isinstance(raw, bool) else _truthy(str(raw))
+        return raw if isinstance(raw, bool) else truthy(str(raw))
     if kind.startswith("int"):
         return int(raw)
     if kind.startswith("float"):

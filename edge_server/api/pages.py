@@ -63,8 +63,7 @@ PHONE_HEAD = b"""<meta name="viewport" content="width=device-width, initial-scal
   .swagger-ui .opblock .opblock-summary { flex-wrap: wrap; }
   .swagger-ui .opblock .opblock-summary-path { flex-shrink: 1; max-width: calc(100% - 90px); word-break: break-all;
     font-size: 15px; }
-  .swagger-ui .opblock .opblock-summary-description { font-size: 14px; }
-  .swagger-ui .opblock .opblock-summary-description { flex-basis: 100%; padding-top: 4px; }
+  .swagger-ui .opblock .opblock-summary-description { font-size: 14px; flex-basis: 100%; padding-top: 4px; }
   .swagger-ui .opblock-body, .swagger-ui .responses-inner, .swagger-ui .model-box, .swagger-ui .highlight-code,
   .swagger-ui .table-container { max-width: 100%; overflow-x: auto; }
   .swagger-ui table { display: block; max-width: 100%; overflow-x: auto; }
