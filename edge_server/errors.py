@@ -7,6 +7,8 @@ from typing import Callable
 from flask import Flask, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from .backends.base import ModelLost
+
 log = logging.getLogger("edge_server")
 
 
@@ -146,6 +148,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(EdgeError)
     def _edge(exc: EdgeError):
         return error_body(exc.detail, exc.code, exc.status, exc.headers)
+
+    @app.errorhandler(ModelLost)
+    def _lost(exc: ModelLost):  # the model's process went while a request used it (preparing its prompt)
+        return _edge(WorkerLost(str(exc)))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

@@ -173,6 +173,29 @@ def test_a_worker_with_another_llama_cpp_is_not_used_and_says_why(tmp_path, gemm
         other.close()
 
 
+def test_a_model_lost_while_its_prompt_is_prepared_is_a_503_in_every_dialect(client, tiny_app, monkeypatch):
+    """The child process holding a split model can end between the check that it is running and the reading
+    of the prompt; that request gets worker_lost in its dialect's shape, not a 500."""
+    from edge_server.backends.base import ModelLost
+
+    assert client.post("/model/launch", json={"model_name": "tiny"}).status_code == 200
+    model = tiny_app.extensions["edge_server"].manager.get("tiny").model
+
+    def gone(*args, **kwargs):
+        raise ModelLost("the process holding the model ended (status -9)")
+
+    monkeypatch.setattr(model, "prepare", gone)
+    chat = [{"role": "user", "content": "hi"}]
+    for path, body in [("/generate/fromtext", {"model_name": "tiny", "prompt": "hi"}),
+                       ("/v1/chat/completions", {"model": "tiny", "messages": chat}),
+                       ("/v1/chat/completions", {"model": "tiny", "messages": chat, "stream": True}),
+                       ("/api/chat", {"model": "tiny", "messages": chat})]:
+        r = client.post(path, json=body)
+        text = r.get_data(as_text=True)
+        assert r.status_code == 503 and "status -9" in text and "launch the model again" in text, (path, text)
+        assert path == "/api/chat" or '"worker_lost"' in text  # Ollama's errors carry no code
+
+
 def test_a_worker_on_the_network_needs_a_key(tmp_path):
     out = subprocess.run([sys.executable, "-m", "edge_server", "worker", "--host", "0.0.0.0", "--data-dir",
                           str(tmp_path)], capture_output=True, text=True, timeout=60,
