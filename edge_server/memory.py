@@ -19,10 +19,10 @@ def available_memory(meminfo: str = "/proc/meminfo") -> int | None:
     return None
 
 
-def resident_memory(statm: str = "/proc/self/statm") -> int | None:
+def resident_memory() -> int | None:
     """This process's resident memory in bytes (Linux and Android); None if unknown."""
     try:
-        with open(statm) as f:
+        with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None

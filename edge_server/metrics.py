@@ -6,7 +6,6 @@ lazily, at the first app built, and is pure Python (it installs in Termux).
 """
 from __future__ import annotations
 
-import os
 import time
 
 # Seconds: from the quick answers of a phone to a Pi reading a long prompt.
@@ -73,12 +72,3 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
-
-
-def process_rss() -> int | None:
-    """Resident memory of this process in bytes, from /proc (Linux and Android)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None

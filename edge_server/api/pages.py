@@ -8,8 +8,8 @@ import time
 
 from flask import Blueprint, Response, jsonify
 
+from ..memory import resident_memory
 from ..version import __version__
-from ..metrics import process_rss
 from ..openapi import document
 from ..security import key_given
 from . import edge
@@ -21,7 +21,7 @@ def health():
     """Cheap and public: for a supervisor or a phone checking the server is up (the workers need the key)."""
     app = edge()
     body = {"status": "ok", "version": __version__, "uptime_seconds": round(time.time() - app.metrics.started),
-            "models_running": [name for name, *_ in app.manager.running()], "rss_bytes": process_rss()}
+            "models_running": [name for name, *_ in app.manager.running()], "rss_bytes": resident_memory()}
     # EDGE_WORKERS: each one's state, and the running models split over it. Asking them takes connections to
     # the workers: not for strangers (/health is public), only with the key when there is one.
     if app.workers and (app.api_key is None or key_given(app.api_key)):

@@ -1,6 +1,7 @@
 """Read a few metadata values from a GGUF header without loading the model (or llama.cpp)."""
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +48,20 @@ class _Reader:
         return count
 
 
+def _begin(f, path: Path) -> tuple[_Reader, int, int]:
+    """A reader past the file's magic and version; its tensor count and metadata count."""
+    reader = _Reader(f)
+    if f.read(4) != b"GGUF" or reader.unpack("I") < 2:
+        raise ValueError(f"{path} is not a GGUF v2+ file")
+    return reader, reader.unpack("Q"), reader.unpack("Q")
+
+
 def context_length(path: Path) -> int | None:
     """Return `<architecture>.context_length`, reading only as far as needed."""
     with open(path, "rb") as f:
-        reader = _Reader(f)
-        if f.read(4) != b"GGUF" or reader.unpack("I") < 2:
-            raise ValueError(f"{path} is not a GGUF v2+ file")
-        reader.unpack("Q")  # tensor count
+        reader, _, n_kv = _begin(f, path)
         arch, lengths = None, {}
-        for _ in range(reader.unpack("Q")):
+        for _ in range(n_kv):
             key, value = reader.string(), reader.value(reader.unpack("I"))
             if key == "general.architecture":
                 arch = value
@@ -71,11 +77,8 @@ def _metadata(path: Path, wanted, counted: tuple[str, ...] = ()) -> dict:
     the arrays named in `counted` (under their key + ".count")."""
     found = {}
     with open(path, "rb") as f:
-        reader = _Reader(f)
-        if f.read(4) != b"GGUF" or reader.unpack("I") < 2:
-            raise ValueError(f"{path} is not a GGUF v2+ file")
-        reader.unpack("Q")
-        for _ in range(reader.unpack("Q")):
+        reader, _, n_kv = _begin(f, path)
+        for _ in range(n_kv):
             key, kind = reader.string(), reader.unpack("I")
             if kind == _ARRAY and key in counted:
                 found[key + ".count"] = reader.skip_array()
@@ -89,15 +92,20 @@ def _metadata(path: Path, wanted, counted: tuple[str, ...] = ()) -> dict:
     return found
 
 
-def block_sizes(path: Path) -> tuple[list[int], int]:
+def block_sizes(path: Path) -> tuple[tuple[int, ...], int]:
     """The bytes of each transformer block's weights (blk.N.*), and of the rest (embeddings, output), from the
-    tensor table: what a split across devices moves, block by block."""
+    tensor table: what a split across devices moves, block by block. Read once per file (a launch asks for
+    them two or three times, and the read passes over the whole vocabulary: 0.1-0.2 s on Gemma 3)."""
+    stat = path.stat()
+    return _block_sizes(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _block_sizes(path: Path, size: int, mtime_ns: int) -> tuple[tuple[int, ...], int]:
     with open(path, "rb") as f:
-        reader = _Reader(f)
-        if f.read(4) != b"GGUF" or reader.unpack("I") < 2:
-            raise ValueError(f"{path} is not a GGUF v2+ file")
-        tensors, alignment = reader.unpack("Q"), 32
-        for _ in range(reader.unpack("Q")):
+        reader, tensors, n_kv = _begin(f, path)
+        alignment = 32
+        for _ in range(n_kv):
             key, value = reader.string(), reader.value(reader.unpack("I"))
             if key == "general.alignment" and isinstance(value, int) and value > 0:
                 alignment = value
@@ -108,7 +116,7 @@ def block_sizes(path: Path) -> tuple[list[int], int]:
             table.append((reader.unpack("Q"), name))
         data = -(-f.tell() // alignment) * alignment
     table.sort()
-    ends = [offset for offset, _ in table[1:]] + [path.stat().st_size - data]
+    ends = [offset for offset, _ in table[1:]] + [size - data]
     blocks: dict[int, int] = {}
     rest = 0
     for (offset, name), end in zip(table, ends):
@@ -117,7 +125,7 @@ def block_sizes(path: Path) -> tuple[list[int], int]:
             blocks[index] = blocks.get(index, 0) + end - offset
         else:
             rest += end - offset
-    return [blocks.get(i, 0) for i in range(max(blocks, default=-1) + 1)], rest
+    return tuple(blocks.get(i, 0) for i in range(max(blocks, default=-1) + 1)), rest
 
 
 # Of every so many layers, all but one attend over a sliding window, where the header does not say
@@ -218,11 +226,9 @@ def describe(path: Path) -> dict:
     trained context and chat template. Unreadable files give {}."""
     try:
         with open(path, "rb") as f:
-            reader = _Reader(f)
-            if f.read(4) != b"GGUF" or reader.unpack("I") < 2:
-                return {}
-            n_tensors, meta = reader.unpack("Q"), {}
-            for _ in range(reader.unpack("Q")):
+            reader, n_tensors, n_kv = _begin(f, path)
+            meta = {}
+            for _ in range(n_kv):
                 key, kind = reader.string(), reader.unpack("I")
                 value = reader.value(kind)
                 if key in ("general.architecture", "general.file_type", "tokenizer.chat_template") or \
