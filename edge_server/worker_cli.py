@@ -11,7 +11,7 @@ from .security import is_loopback
 
 def run_worker(settings, host: str | None, port: int | None, out=sys.stdout) -> int:
     from .backends.rpc_worker import DEFAULT_PORT, Worker
-    from .backends.worker_list import address
+    from .backends.rpc_relay import address
     from .cpu import default_threads
 
     host = host or "0.0.0.0"  # a worker is for the network; the key keeps it closed

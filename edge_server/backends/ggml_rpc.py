@@ -11,6 +11,7 @@ THREADS CACHE_DIR` runs the server.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from pathlib import Path
@@ -42,9 +43,10 @@ def library_dir() -> Path:
 def available() -> bool:
     """Whether the installed llama-cpp-python was built with the RPC backend (without loading it)."""
     try:
-        return any(library_dir().glob("libggml-rpc.*")) or any(library_dir().glob("ggml-rpc.*"))
+        found = library_dir()
     except ImportError:
         return False
+    return any(found.glob("libggml-rpc.*")) or any(found.glob("ggml-rpc.*"))
 
 
 def _loaded(name: str) -> str | None:
@@ -90,6 +92,8 @@ def _ggml() -> ctypes.CDLL:
     lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
     lib.ggml_backend_dev_name.restype = ctypes.c_char_p
     lib.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
     return lib
 
 
@@ -117,8 +121,6 @@ def on_this_cpu(pattern: str):
     """llama_model_params.tensor_buft_overrides keeping the tensors whose names match `pattern` (a regex) in
     this device's memory: a ctypes array, to keep alive as long as the model."""
     ggml = _ggml()
-    ggml.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
-    ggml.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
     cpu = ggml.ggml_backend_dev_buffer_type(ggml.ggml_backend_dev_by_type(CPU))
     return (_Override * 2)(_Override(pattern.encode(), cpu), _Override(None, None))
 
@@ -134,6 +136,7 @@ def serve(endpoint: str, threads: int, cache_dir: str | None) -> None:
     raise RuntimeError(f"ggml's RPC server could not start on {endpoint}")
 
 
+@functools.cache
 def llama_cpp_version() -> str | None:
     """The installed llama-cpp-python's version: ggml's RPC protocol is only sure to match between the same ones."""
     from importlib.metadata import PackageNotFoundError, version

@@ -18,7 +18,8 @@ from . import model_host
 from .base import TEXT
 from .gguf_header import LIBRARIES, block_sizes
 from .llamacpp import LlamaCppBackend
-from .worker_list import WorkerList, address
+from .rpc_relay import address
+from .worker_list import WorkerList
 
 log = logging.getLogger("edge_server.split")
 FITS = 0.75  # a model whose weights take at most this part of the free memory here runs here (EDGE_SPLIT=auto)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Generator
 
 from ..memory import resident_memory
+from .base import Prepared
 
 
 def _load(order: dict, refused):
@@ -37,11 +40,17 @@ def _load(order: dict, refused):
 TICK_SECONDS = 1.0  # a stream reading its prompt says it is alive this often (model_host.STALL_SECONDS)
 
 
+@dataclass
+class _Stream:
+    prepared: Prepared
+    pieces: Generator[str, None, None]
+    said: float = 0.0  # when the server last heard of it
+
+
 class Host:
     def __init__(self, model, conn: Connection, send):
         self.model, self.conn, self.send = model, conn, send
-        self.streams: dict[int, tuple] = {}  # id -> (Prepared, its generator)
-        self.said: dict[int, float] = {}  # id -> when the server last heard of that stream
+        self.streams: dict[int, _Stream] = {}
 
     def counters(self) -> dict:
         return {"cache_used": self.model.cache_used, "prompt_tokens": self.model.prompt_tokens}
@@ -55,46 +64,41 @@ class Host:
                     self.handle(self.conn.recv())
             except (EOFError, OSError):
                 return  # the server is gone, or closed us
-            for ident, (prepared, stream) in list(self.streams.items()):
-                self.step(ident, prepared, stream)
+            for ident, stream in list(self.streams.items()):
+                self.step(ident, stream)
 
-    def step(self, ident: int, prepared, stream) -> None:
+    def step(self, ident: int, stream: _Stream) -> None:
         try:
-            piece = next(stream)
+            piece = next(stream.pieces)
         except StopIteration:
             del self.streams[ident]
-            self.said.pop(ident, None)
-            self.send(("end", ident, prepared.generated, self.counters()))
+            self.send(("end", ident, stream.prepared.generated, self.counters()))
         except Exception as exc:
             del self.streams[ident]
-            self.said.pop(ident, None)
             self.send(("error", ident, f"{type(exc).__name__}: {exc}"))
         else:
             now = time.monotonic()
             if piece:
-                self.send(("piece", ident, piece, prepared.generated))
-            elif now - self.said.get(ident, 0) > TICK_SECONDS:
+                self.send(("piece", ident, piece, stream.prepared.generated))
+            elif now - stream.said > TICK_SECONDS:
                 self.send(("tick", ident))
             else:
                 return
-            self.said[ident] = now
+            stream.said = now
 
     def handle(self, message: tuple) -> None:
         kind, ident, *args = message
         if kind == "close":
             raise EOFError
         if kind == "cancel":
-            entry = self.streams.pop(ident, None)
-            self.said.pop(ident, None)
-            if entry is not None:
-                entry[1].close()
+            stream = self.streams.pop(ident, None)
+            if stream is not None:
+                stream.pieces.close()
             return
         if kind == "stream":
-            from .base import Prepared
-
             n_tokens, payload, stop, options = args
             prepared = Prepared(n_tokens, payload, stop)
-            self.streams[ident] = (prepared, iter(self.model.stream(prepared, options)))
+            self.streams[ident] = _Stream(prepared, iter(self.model.stream(prepared, options)))
             return
         try:
             prepared = self.model.prepare(*args) if kind == "prepare" else self.model.prepare_raw(*args)
@@ -124,8 +128,8 @@ def main(fd: int) -> None:
     try:
         host.run()
     finally:
-        for _, stream in host.streams.values():
-            stream.close()
+        for stream in host.streams.values():
+            stream.pieces.close()
         model.close()
 
 

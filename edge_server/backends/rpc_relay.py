@@ -182,7 +182,7 @@ class Relay:
     """Listens on (host, port); each connection is handed to `handle(sock)` on its own thread."""
 
     def __init__(self, host: str, port: int, handle):
-        self._listener = socket.create_server((host, port), reuse_port=False)
+        self._listener = socket.create_server((host, port))
         self.host, self.port = self._listener.getsockname()[:2]
         self._handle = handle
         self._thread = threading.Thread(target=self._accept, name=f"relay-{self.port}", daemon=True)
@@ -355,6 +355,12 @@ def _open_files() -> set[str]:
     return found
 
 
+def address(worker: tuple[str, int]) -> str:
+    """host:port, an IPv6 host in brackets."""
+    host, port = worker
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def server_side(worker: tuple[str, int], key: str, refused=lambda why: None) -> Relay:
     """A loopback port for llama.cpp's RPC client in this process: each connection to it is carried to `worker`
     after the handshake. A worker that fails it, or is busy, gets nothing, `refused(why)` is told, and the local
@@ -371,14 +377,14 @@ def server_side(worker: tuple[str, int], key: str, refused=lambda why: None) -> 
                 upstream = connect(worker, key)
                 break
             except (PermissionError, WorkerBusy) as exc:
-                why = f"worker {worker[0]}:{worker[1]} refused: {exc}"
+                why = f"worker {address(worker)} refused: {exc}"
             except ConnectionError as exc:  # refused, or closed at once (its handshake places taken): again
-                why = f"worker {worker[0]}:{worker[1]} is unreachable: {exc}"
+                why = f"worker {address(worker)} is unreachable: {exc}"
                 if attempt + 1 < CONNECT_TRIES:
                     time.sleep(0.5)
                     continue
             except OSError as exc:
-                why = f"worker {worker[0]}:{worker[1]} is unreachable: {exc}"
+                why = f"worker {address(worker)} is unreachable: {exc}"
             log.warning("%s", why)
             refused(why)
             sock.close()

@@ -52,7 +52,7 @@ class Worker:
         self._child = self._start()
         self.traffic = rpc_relay.Traffic()
         self.relay = rpc_relay.worker_side(host, port, self._target, key, status=self.status, traffic=self.traffic)
-        self.host, self.port = self.relay.host, self.relay.port
+        self.port = self.relay.port
         self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
         self._watcher.start()
 

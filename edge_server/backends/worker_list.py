@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import ggml_rpc, rpc_relay
+from .rpc_relay import address
 from .rpc_worker import DEFAULT_PORT
 
 SURVEY_SECONDS = 2.0  # a survey this recent is reused (a launch asks twice: the memory check, the load)
@@ -30,11 +31,6 @@ def parse_workers(text: str) -> list[tuple[str, int]]:
         if (match[1] or match[3], port) not in found:
             found.append((match[1] or match[3], port))
     return found
-
-
-def address(worker: tuple[str, int]) -> str:
-    host, port = worker
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class WorkerList:
