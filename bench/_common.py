@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+PROMPT = "Write a long story about a lighthouse keeper and a storm."  # what the streaming benchmarks ask
+
 
 def free_port() -> int:
     with socket.socket() as s:

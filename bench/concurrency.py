@@ -27,9 +27,8 @@ from pathlib import Path
 
 import psutil
 import requests
-from _common import default_model, start_server
+from _common import PROMPT, default_model, start_server
 
-PROMPT = "Write a long story about a lighthouse keeper and a storm."
 
 
 def stream(url: str, tokens: int, client: int) -> tuple[float, float, int]:

@@ -23,14 +23,13 @@ import time
 from pathlib import Path
 
 import requests
-from _common import default_model, free_port, start_server
+from _common import PROMPT, default_model, free_port, start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge_server.backends import rpc_relay  # noqa: E402
 
 KEY = "bench-key"
 WORKER_ENV = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_WORKER_ENV", "").split() if "=" in kv)
-PROMPT = "Write a long story about a lighthouse keeper and a storm."
 
 
 def start_worker(data_dir: Path, threads: int) -> tuple[subprocess.Popen, int]:

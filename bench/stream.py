@@ -25,9 +25,8 @@ from pathlib import Path
 
 import psutil
 import requests
-from _common import default_model, start_server
+from _common import PROMPT, default_model, start_server
 
-PROMPT = "Write a long story about a lighthouse keeper and a storm."
 
 
 def timed_chunks(chunks, start):

@@ -4,26 +4,20 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
-import dataclasses
 import logging
-import sys
 import threading
 from pathlib import Path
 from typing import Iterator
 
 from ..prompts import PLAIN_STOP, plain_prompt
 from .base import TEXT, VISION, GenerationOptions, Prepared
-from .gguf_header import LIBRARIES, context_length, memory_needs
+from .gguf_header import context_length, memory_needs
 from .llamacpp_batch import Batch
 from .llamacpp_sampling import sampler
 
 log = logging.getLogger("edge_server.llamacpp")
 
 NAME = "llama-cpp"
-
-
-def register(registry) -> None:
-    registry.register(NAME, LlamaCppBackend)
 
 
 class LlamaCppBackend:
@@ -33,10 +27,8 @@ class LlamaCppBackend:
         return context_length(model_path)
 
     def memory_needs(self, model_path: Path, mmproj_path: Path | None = None):
-        needs = memory_needs(model_path, mmproj_path.stat().st_size if mmproj_path else 0)
-        if "llama_cpp" not in sys.modules:  # the first load maps llama.cpp's libraries too
-            needs = dataclasses.replace(needs, fixed=needs.fixed + LIBRARIES)
-        return needs
+        # llama.cpp's libraries are not counted: the log hook (llama_logs.py) maps them as the backend is made
+        return memory_needs(model_path, mmproj_path.stat().st_size if mmproj_path else 0)
 
     def load(self, model_path: Path, *, n_ctx: int, mmproj_path: Path | None = None,
              chat_handler: str | None = None, n_threads: int | None = None, kind: str = TEXT,
@@ -111,7 +103,7 @@ def _make_context(llm, n_ctx: int, parallel: int) -> None:
 
     params = llm.context_params
     llm._ctx.close()
-    params.n_ctx, params.n_seq_max, params.kv_unified, params.swa_full = n_ctx, parallel, True, False
+    params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx, parallel, True  # swa_full off: Llama(...) set it
     if _head_size(llm) >= 64:
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
     llm._ctx = llm._stack.enter_context(contextlib.closing(

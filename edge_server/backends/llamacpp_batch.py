@@ -217,6 +217,8 @@ class Batch:
         short = sum(len(s.todo) for s in tokens) + extra - (self.cells - self.held)
         if short > 0:
             short -= self._evict_idle(short)
+        if short <= 0:
+            return tokens
         younger = sorted((s for s in self.sequences if s.busy and s.tokens and s.used > spare.used),
                          key=lambda s: s.used, reverse=True)
         for seq in younger:

@@ -45,8 +45,7 @@ def register_builtin(registry: BackendRegistry, workers=None, meminfo: str = "/p
     splits models across them (llamacpp_split.py)."""
     from . import llama_logs, llamacpp
 
-    llamacpp.register(registry)
-    build = registry._factories[llamacpp.NAME] if not workers else lambda: _split_backend(workers, meminfo)
+    build = llamacpp.LlamaCppBackend if not workers else lambda: _split_backend(workers, meminfo)
 
     def quiet_build() -> Backend:
         llama_logs.install()  # at the first launch, when llama_cpp is first imported: its lines go to our log
