@@ -201,7 +201,7 @@ class Generator:
         raise failure or ClientGone("The request ended before its result was ready.")
 
     def _fit(self, running: RunningModel, chat_id: str, chat: dict, prompt: str, options: GenerationOptions,
-             images, reservation: Reservation) -> Prepared:
+             images, reservation: Reservation | None = None) -> Prepared:
         """Render the chat from its context start; when that no longer fits, move the start on.
 
         The start moves far enough that the chat fills about half of what is left for the prompt, and
