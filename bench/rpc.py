@@ -99,7 +99,7 @@ def main() -> None:
                         split_tokens += n
             after = [rpc_relay.ask_status(("127.0.0.1", p), KEY) for p in ports]
         finally:
-            for proc in procs:
+            for proc in reversed(procs):  # the servers first: a split model whose workers go first aborts, loudly
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=30)
